@@ -1,0 +1,429 @@
+//! The sequential block executor: transactions one after another on revm, each seeing the
+//! effects of the ones before it through an in-memory overlay over the [`StateView`].
+
+use crate::{
+    collision::{Eip7610, StorageCollisions},
+    fork::{eip1283_sstore, Fork},
+    receipts::receipts_root,
+    state::{StateError, StateView},
+    tx::RecoveredTx,
+};
+use alloy_consensus::Transaction as _;
+use alloy_primitives::{
+    map::{AddressMap, AddressSet},
+    Address, Bloom, Bytes, B256, U256,
+};
+use revm::{
+    bytecode::opcode::SSTORE,
+    bytecode::Bytecode,
+    context::{
+        result::{EVMError, ExecutionResult, Output},
+        BlockEnv as RevmBlockEnv, CfgEnv, Context,
+    },
+    database_interface::{DBErrorMarker, Database},
+    interpreter::Instruction,
+    primitives::{hardfork::SpecId, KECCAK_EMPTY},
+    state::{AccountInfo, EvmState},
+    ExecuteEvm, InspectEvm, MainBuilder, MainContext,
+};
+use tessera_primitives::{Account, AccountChange, Receipt, StateDiff, TxStatus};
+
+impl DBErrorMarker for StateError {}
+
+/// Chain-wide execution rules, fixed in genesis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainRules {
+    pub chain_id: u64,
+    /// The Ethereum fork whose rules apply.
+    pub fork: Fork,
+}
+
+/// The block a list of transactions executes in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockEnv {
+    pub number: u64,
+    pub timestamp: u64,
+    /// Receives the priority fees.
+    pub beneficiary: Address,
+    pub gas_limit: u64,
+    /// EIP-1559 base fee per gas; burned.
+    pub base_fee: u64,
+    /// PREVRANDAO after the merge; `None` before.
+    pub prevrandao: Option<B256>,
+    /// DIFFICULTY before the merge.
+    pub difficulty: U256,
+    /// EIP-4844 excess blob gas, from Cancun on.
+    pub excess_blob_gas: Option<u64>,
+}
+
+/// Why a transaction could not be included in the block. State is untouched by it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// The transaction breaks a validity rule (nonce, balance, intrinsic gas, fee caps, ...).
+    #[error("invalid transaction: {0}")]
+    Invalid(String),
+    /// Its gas limit does not fit in what is left of the block's gas.
+    #[error("gas limit {gas_limit} exceeds the block's remaining gas {remaining}")]
+    BlockGasExceeded { gas_limit: u64, remaining: u64 },
+}
+
+/// What happened to one transaction of the block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxOutcome {
+    Included(Receipt),
+    Rejected(Rejection),
+}
+
+impl TxOutcome {
+    /// The receipt, if the transaction was included.
+    pub fn receipt(&self) -> Option<&Receipt> {
+        match self {
+            TxOutcome::Included(r) => Some(r),
+            TxOutcome::Rejected(_) => None,
+        }
+    }
+}
+
+/// The result of executing a block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockOutput {
+    /// One outcome per input transaction, in order.
+    pub outcomes: Vec<TxOutcome>,
+    /// The combined effect of all included transactions.
+    pub diff: StateDiff,
+    pub gas_used: u64,
+    pub logs_bloom: Bloom,
+    /// Ethereum receipts root over the included transactions' receipts.
+    pub receipts_root: B256,
+}
+
+/// A failure that stops the block: state could not be read, or revm failed internally.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("block environment rejected: {0}")]
+    Header(String),
+    #[error("evm failure: {0}")]
+    Evm(String),
+}
+
+/// The state as transactions of the block see it: the view, with the block's changes so far on
+/// top. Implements revm's `Database`.
+struct Overlay<'a, S: ?Sized> {
+    view: &'a S,
+    diff: StateDiff,
+    /// `view.has_storage` by address: the view does not change during the block.
+    view_has_storage: AddressMap<bool>,
+    /// Accounts the current transaction loaded that a creation may not overwrite because of
+    /// their storage alone (EIP-7610). Almost always empty.
+    storage_collisions: AddressSet,
+}
+
+impl<'a, S: StateView + ?Sized> Overlay<'a, S> {
+    fn new(view: &'a S) -> Self {
+        Overlay {
+            view,
+            diff: StateDiff::default(),
+            view_has_storage: AddressMap::default(),
+            storage_collisions: AddressSet::default(),
+        }
+    }
+
+    /// Starts a transaction (or its re-execution): collisions are noted per transaction,
+    /// against the state as the transaction finds it.
+    fn begin_tx(&mut self) {
+        self.storage_collisions.clear();
+    }
+
+    /// Whether the current transaction loaded an account only EIP-7610 forbids creating over.
+    fn saw_storage_collision(&self) -> bool {
+        !self.storage_collisions.is_empty()
+    }
+
+    /// Whether the account has nonzero storage in the view with the block's changes on top.
+    fn has_storage(&mut self, address: &Address) -> Result<bool, StateError> {
+        if let Some(change) = self.diff.accounts.get(address) {
+            if change.storage.values().any(|v| !v.is_zero()) {
+                return Ok(true);
+            }
+            if change.storage_cleared || change.info.is_none() {
+                return Ok(false);
+            }
+            // Not cleared and no nonzero write: the view decides. Zero writes could in theory
+            // have emptied the view's storage, but this is only asked about accounts with nonce
+            // 0 and no code, whose storage the block can change only by deleting or creating
+            // them, both of which clear it.
+        }
+        if let Some(&has) = self.view_has_storage.get(address) {
+            return Ok(has);
+        }
+        let has = self.view.has_storage(address)?;
+        self.view_has_storage.insert(*address, has);
+        Ok(has)
+    }
+}
+
+impl<S: ?Sized> StorageCollisions for Overlay<'_, S> {
+    fn collides_by_storage(&self, address: &Address) -> bool {
+        self.storage_collisions.contains(address)
+    }
+}
+
+impl<S: StateView + ?Sized> Database for Overlay<'_, S> {
+    type Error = StateError;
+
+    fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, StateError> {
+        let account = match self.diff.accounts.get(&address) {
+            Some(change) => change.info,
+            None => self.view.account(&address)?,
+        };
+        // revm refuses creation over a nonce or code by itself; storage is for us to check.
+        if let Some(a) = &account {
+            if a.nonce == 0 && a.code_hash == KECCAK_EMPTY && self.has_storage(&address)? {
+                self.storage_collisions.insert(address);
+            }
+        }
+        Ok(account.map(|a| AccountInfo {
+            balance: a.balance,
+            nonce: a.nonce,
+            code_hash: a.code_hash,
+            // `None` makes revm fetch the code through `code_by_hash` when it needs it.
+            code: (a.code_hash == KECCAK_EMPTY).then(Bytecode::default),
+            ..Default::default()
+        }))
+    }
+
+    fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, StateError> {
+        if code_hash == KECCAK_EMPTY {
+            return Ok(Bytecode::default());
+        }
+        let bytes = match self.diff.codes.get(&code_hash) {
+            Some(b) => b.clone(),
+            None => self
+                .view
+                .code(&code_hash)?
+                .ok_or_else(|| StateError(format!("code {code_hash} missing")))?,
+        };
+        Ok(
+            Bytecode::new_raw_checked(bytes.clone())
+                .unwrap_or_else(|_| Bytecode::new_legacy(bytes)),
+        )
+    }
+
+    fn storage(&mut self, address: Address, slot: U256) -> Result<U256, StateError> {
+        if let Some(change) = self.diff.accounts.get(&address) {
+            if let Some(v) = change.storage.get(&slot) {
+                return Ok(*v);
+            }
+            if change.storage_cleared || change.info.is_none() {
+                return Ok(U256::ZERO);
+            }
+        }
+        self.view.storage(&address, &slot)
+    }
+
+    fn block_hash(&mut self, number: u64) -> Result<B256, StateError> {
+        self.view.block_hash(number)
+    }
+}
+
+/// Converts revm's post-transaction state into a diff. Self-destructed accounts and accounts
+/// left empty after being touched (EIP-161) are deleted with their storage.
+pub(crate) fn diff_from_evm_state(state: EvmState, spec: SpecId) -> StateDiff {
+    let mut diff = StateDiff::default();
+    for (address, account) in state {
+        if !account.is_touched() {
+            continue;
+        }
+        let delete = account.is_selfdestructed() || account.state_clear_aware_is_empty(spec);
+        if delete {
+            diff.accounts.insert(
+                address,
+                AccountChange {
+                    info: None,
+                    storage_cleared: true,
+                    storage: Default::default(),
+                },
+            );
+            continue;
+        }
+        let created = account.is_created();
+        let code_changed = account.info.code_hash != account.original_info().code_hash;
+        if (created || code_changed) && account.info.code_hash != KECCAK_EMPTY {
+            if let Some(code) = &account.info.code {
+                diff.codes
+                    .insert(account.info.code_hash, code.original_bytes());
+            }
+        }
+        let storage = account
+            .storage
+            .iter()
+            .filter(|(_, slot)| created || slot.is_changed())
+            .map(|(k, slot)| (*k, slot.present_value()))
+            .collect();
+        diff.accounts.insert(
+            address,
+            AccountChange {
+                info: Some(Account {
+                    nonce: account.info.nonce,
+                    balance: account.info.balance,
+                    code_hash: account.info.code_hash,
+                }),
+                storage_cleared: created,
+                storage,
+            },
+        );
+    }
+    diff
+}
+
+fn revm_block_env(env: &BlockEnv, cfg: &CfgEnv) -> RevmBlockEnv {
+    let mut block = RevmBlockEnv {
+        number: U256::from(env.number),
+        beneficiary: env.beneficiary,
+        timestamp: U256::from(env.timestamp),
+        gas_limit: env.gas_limit,
+        basefee: env.base_fee,
+        difficulty: env.difficulty,
+        prevrandao: env.prevrandao,
+        ..Default::default()
+    };
+    if let Some(excess) = env.excess_blob_gas {
+        block.set_blob_excess_gas_and_price(excess, cfg.blob_base_fee_update_fraction());
+    }
+    if cfg.spec.is_enabled_in(SpecId::MERGE) && block.prevrandao.is_none() {
+        block.prevrandao = Some(B256::ZERO);
+    }
+    block
+}
+
+/// Configuration revm runs with for these chain rules.
+pub(crate) fn cfg_env(rules: &ChainRules) -> CfgEnv {
+    let mut cfg = CfgEnv::new_with_spec(rules.fork.spec_id());
+    cfg.chain_id = rules.chain_id;
+    rules.fork.configure(&mut cfg);
+    cfg
+}
+
+/// Executes `txs` in order on top of `state`, as Ethereum would in a block with `env`.
+pub fn execute_block<S: StateView>(
+    rules: &ChainRules,
+    env: &BlockEnv,
+    txs: &[RecoveredTx],
+    state: &S,
+) -> Result<BlockOutput, ExecError> {
+    // One instantiation of the interpreter, inside this crate, whatever the caller's state type.
+    execute_block_dyn(rules, env, txs, state)
+}
+
+fn execute_block_dyn(
+    rules: &ChainRules,
+    env: &BlockEnv,
+    txs: &[RecoveredTx],
+    state: &dyn StateView,
+) -> Result<BlockOutput, ExecError> {
+    let cfg = cfg_env(rules);
+    let block = revm_block_env(env, &cfg);
+    // The inspector only runs for transactions re-executed under EIP-7610 (`inspect_tx`
+    // below); `transact` ignores it, so ordinary transactions run uninspected.
+    let mut evm = Context::mainnet()
+        .with_cfg(cfg)
+        .with_block(block)
+        .with_db(Overlay::new(state))
+        .build_mainnet_with_inspector(Eip7610);
+    if rules.fork.needs_eip1283_sstore() {
+        evm.instruction
+            .insert_instruction(SSTORE, Instruction::new(eip1283_sstore), 0);
+    }
+
+    let mut outcomes = Vec::with_capacity(txs.len());
+    let mut gas_used = 0u64;
+    for tx in txs {
+        let remaining = env.gas_limit - gas_used;
+        let gas_limit = tx.envelope.gas_limit();
+        if gas_limit > remaining {
+            outcomes.push(TxOutcome::Rejected(Rejection::BlockGasExceeded {
+                gas_limit,
+                remaining,
+            }));
+            continue;
+        }
+        evm.ctx.journaled_state.database.begin_tx();
+        let mut result = evm.transact(tx.tx_env());
+        if result.is_ok() && evm.ctx.journaled_state.database.saw_storage_collision() {
+            // The transaction loaded an account with storage but no nonce or code, which revm
+            // would let a creation overwrite. Nothing of this run has reached the overlay (its
+            // diff is merged below), so running the transaction again, this time with the
+            // EIP-7610 inspector, starts from the same state.
+            evm.ctx.journaled_state.database.begin_tx();
+            result = evm.inspect_tx(tx.tx_env());
+        }
+        let result = match result {
+            Ok(r) => r,
+            Err(EVMError::Transaction(invalid)) => {
+                outcomes.push(TxOutcome::Rejected(Rejection::Invalid(invalid.to_string())));
+                continue;
+            }
+            Err(EVMError::Database(e)) => return Err(ExecError::State(e)),
+            Err(EVMError::Header(h)) => return Err(ExecError::Header(h.to_string())),
+            Err(other) => return Err(ExecError::Evm(other.to_string())),
+        };
+        let tx_diff = diff_from_evm_state(result.state, rules.fork.spec_id());
+        evm.ctx.journaled_state.database.diff.merge(tx_diff);
+
+        let tx_gas = result.result.tx_gas_used();
+        gas_used += tx_gas;
+        let effective_gas_price = tx.envelope.effective_gas_price(Some(env.base_fee));
+        outcomes.push(TxOutcome::Included(receipt_from(
+            result.result,
+            tx,
+            tx_gas,
+            gas_used,
+            effective_gas_price,
+        )));
+    }
+
+    let diff = std::mem::take(&mut evm.ctx.journaled_state.database.diff);
+    let receipts: Vec<&Receipt> = outcomes.iter().filter_map(TxOutcome::receipt).collect();
+    let mut logs_bloom = Bloom::default();
+    for r in &receipts {
+        logs_bloom.accrue_bloom(&r.bloom());
+    }
+    let receipts_root = receipts_root(&receipts);
+    Ok(BlockOutput {
+        outcomes,
+        diff,
+        gas_used,
+        logs_bloom,
+        receipts_root,
+    })
+}
+
+fn receipt_from(
+    result: ExecutionResult,
+    tx: &RecoveredTx,
+    gas_used: u64,
+    cumulative_gas_used: u64,
+    effective_gas_price: u128,
+) -> Receipt {
+    let (status, logs, output, contract_address) = match result {
+        ExecutionResult::Success { logs, output, .. } => match output {
+            Output::Call(out) => (TxStatus::Success, logs, out, None),
+            Output::Create(out, addr) => (TxStatus::Success, logs, out, addr),
+        },
+        // A failed transaction's logs are rolled back with its state.
+        ExecutionResult::Revert { output, .. } => (TxStatus::Revert, Vec::new(), output, None),
+        ExecutionResult::Halt { .. } => (TxStatus::Halt, Vec::new(), Bytes::new(), None),
+    };
+    Receipt {
+        tx_type: tx.envelope.tx_type() as u8,
+        status,
+        gas_used,
+        cumulative_gas_used,
+        effective_gas_price,
+        logs,
+        contract_address,
+        output,
+    }
+}

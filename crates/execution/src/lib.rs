@@ -1,0 +1,27 @@
+//! Ethereum-equivalent execution of ordered blocks of transactions on `revm`.
+//!
+//! The executor turns a block environment, a list of signed transactions with their recovered
+//! senders, and a read-only view of the state before the block into receipts and a
+//! [`StateDiff`](tessera_primitives::StateDiff). It is synchronous and does no IO: all state is
+//! read through [`StateView`], which storage implements. Transactions that cannot be included
+//! (bad nonce, too little balance, ...) are an outcome ([`TxOutcome::Rejected`]), not an error;
+//! errors are reserved for failures of the state view itself.
+//!
+//! Fees follow EIP-1559: the base fee is burned, the priority fee goes to the block's
+//! beneficiary. The fork ([`Fork`]) is a chain rule fixed in genesis.
+
+mod collision;
+mod executor;
+mod fork;
+pub mod mem;
+pub mod receipts;
+mod state;
+pub mod tx;
+
+pub use executor::{
+    execute_block, BlockEnv, BlockOutput, ChainRules, ExecError, Rejection, TxOutcome,
+};
+pub use fork::{Fork, UnknownFork};
+pub use revm::primitives::hardfork::SpecId;
+pub use state::{StateError, StateView};
+pub use tx::{RecoveredTx, TxError};

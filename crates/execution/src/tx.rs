@@ -1,0 +1,160 @@
+//! Transactions as the executor takes them: decoded from EIP-2718 bytes, sender recovered with
+//! libsecp256k1, and translated into revm's `TxEnv`.
+
+use alloy_consensus::{Transaction as _, TxEnvelope};
+use alloy_eips::eip2718::{Decodable2718, Encodable2718};
+use alloy_primitives::{keccak256, uint, Address, Bytes, B256, U256};
+use revm::context::{either::Either, TxEnv};
+use secp256k1::ecdsa::{RecoverableSignature, RecoveryId};
+
+/// Half the secp256k1 group order: EIP-2 rejects signatures with a larger `s`.
+const SECP256K1N_HALF: U256 =
+    uint!(0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0_U256);
+
+/// Why bytes are not a usable signed transaction.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TxError {
+    #[error("malformed transaction encoding: {0}")]
+    Decode(String),
+    #[error("trailing bytes after the transaction encoding")]
+    TrailingBytes,
+    #[error("invalid signature: {0}")]
+    Signature(&'static str),
+}
+
+/// A signed transaction with its sender recovered and its hash computed once.
+#[derive(Debug, Clone)]
+pub struct RecoveredTx {
+    pub envelope: TxEnvelope,
+    pub sender: Address,
+    pub hash: B256,
+}
+
+impl RecoveredTx {
+    /// Decodes EIP-2718 bytes (legacy RLP or typed) and recovers the sender.
+    pub fn decode(bytes: &[u8]) -> Result<Self, TxError> {
+        let envelope = decode_envelope(bytes)?;
+        Self::from_envelope(envelope)
+    }
+
+    /// Recovers the sender of an already decoded transaction.
+    pub fn from_envelope(envelope: TxEnvelope) -> Result<Self, TxError> {
+        let sender = recover_sender(&envelope)?;
+        let hash = *envelope.tx_hash();
+        Ok(Self {
+            envelope,
+            sender,
+            hash,
+        })
+    }
+
+    /// The canonical EIP-2718 encoding.
+    pub fn encoded(&self) -> Bytes {
+        self.envelope.encoded_2718().into()
+    }
+
+    /// The revm transaction environment for this transaction.
+    pub fn tx_env(&self) -> TxEnv {
+        to_tx_env(&self.envelope, self.sender)
+    }
+}
+
+/// Decodes one EIP-2718 transaction, refusing trailing bytes.
+pub fn decode_envelope(bytes: &[u8]) -> Result<TxEnvelope, TxError> {
+    let mut buf = bytes;
+    let envelope = TxEnvelope::decode_2718(&mut buf).map_err(|e| TxError::Decode(e.to_string()))?;
+    if !buf.is_empty() {
+        return Err(TxError::TrailingBytes);
+    }
+    Ok(envelope)
+}
+
+/// Recovers the signer's address from the signature over the transaction's signing hash.
+pub fn recover_sender(envelope: &TxEnvelope) -> Result<Address, TxError> {
+    let sig = envelope.signature();
+    if sig.s() > SECP256K1N_HALF {
+        return Err(TxError::Signature("s is above secp256k1n/2 (EIP-2)"));
+    }
+    let mut compact = [0u8; 64];
+    compact[..32].copy_from_slice(&sig.r().to_be_bytes::<32>());
+    compact[32..].copy_from_slice(&sig.s().to_be_bytes::<32>());
+    let recid =
+        RecoveryId::try_from(sig.v() as i32).map_err(|_| TxError::Signature("bad recovery id"))?;
+    let recoverable = RecoverableSignature::from_compact(&compact, recid)
+        .map_err(|_| TxError::Signature("r or s out of range"))?;
+    let msg = secp256k1::Message::from_digest(envelope.signature_hash().0);
+    let key = recoverable
+        .recover_ecdsa(msg)
+        .map_err(|_| TxError::Signature("no public key recovers from it"))?;
+    let uncompressed = key.serialize_uncompressed();
+    Ok(Address::from_slice(&keccak256(&uncompressed[1..])[12..]))
+}
+
+/// Translates a transaction into revm's environment. Gas price is the fee cap for dynamic-fee
+/// transactions; revm derives the effective price from the block's base fee.
+pub fn to_tx_env(envelope: &TxEnvelope, sender: Address) -> TxEnv {
+    let access_list = envelope.access_list().cloned().unwrap_or_default();
+    let authorization_list = envelope
+        .authorization_list()
+        .map(|list| list.iter().cloned().map(Either::Left).collect())
+        .unwrap_or_default();
+    TxEnv {
+        tx_type: envelope.tx_type() as u8,
+        caller: sender,
+        gas_limit: envelope.gas_limit(),
+        gas_price: envelope.max_fee_per_gas(),
+        gas_priority_fee: envelope
+            .max_priority_fee_per_gas()
+            .filter(|_| envelope.is_dynamic_fee()),
+        kind: envelope.kind(),
+        value: envelope.value(),
+        data: envelope.input().clone(),
+        nonce: envelope.nonce(),
+        chain_id: envelope.chain_id(),
+        access_list,
+        blob_hashes: envelope
+            .blob_versioned_hashes()
+            .map(|h| h.to_vec())
+            .unwrap_or_default(),
+        max_fee_per_blob_gas: envelope.max_fee_per_blob_gas().unwrap_or_default(),
+        authorization_list,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy_primitives::hex;
+
+    // A mainnet legacy transaction (EIP-155) and its sender.
+    const RAW: &str = "f86d8202b28477359400825208944592d8f8d7b001e72cb26a73e4fa1806a51ac79d880e043da617250000801ca08b4eb8f8b9d6a4d8bdf9bf13c0e0d4ed03fc6a6efaacc5ba9e03ac44ee8a9fbca0435b5c8d0f1e5f0e9f1f6b64f9b5bd39ce91c06f7a2cc3ab0ec1f22a0eaa5b2b";
+
+    #[test]
+    fn garbage_is_refused_with_reason() {
+        assert!(matches!(
+            RecoveredTx::decode(&[0xde, 0xad]),
+            Err(TxError::Decode(_))
+        ));
+        assert!(matches!(RecoveredTx::decode(&[]), Err(TxError::Decode(_))));
+        let mut bytes = hex::decode(RAW).unwrap();
+        bytes.push(0);
+        assert!(RecoveredTx::decode(&bytes).is_err());
+    }
+
+    #[test]
+    fn decodes_and_recovers() {
+        let bytes = hex::decode(RAW).unwrap();
+        let tx = RecoveredTx::decode(&bytes).unwrap();
+        assert_eq!(tx.hash, keccak256(&bytes));
+        assert_eq!(tx.encoded().as_ref(), bytes.as_slice());
+        assert_ne!(tx.sender, Address::ZERO);
+        // Flipping a byte of `s` changes the recovered sender or fails recovery.
+        let mut bad = bytes.clone();
+        let n = bad.len();
+        bad[n - 1] ^= 1;
+        match RecoveredTx::decode(&bad) {
+            Ok(other) => assert_ne!(other.sender, tx.sender),
+            Err(e) => assert!(matches!(e, TxError::Signature(_))),
+        }
+    }
+}

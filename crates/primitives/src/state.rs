@@ -1,0 +1,120 @@
+use alloy_primitives::{b256, Address, Bytes, B256, U256};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// keccak256 of the empty byte string: the code hash of an account without code.
+pub const EMPTY_CODE_HASH: B256 =
+    b256!("c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470");
+
+/// Root of an empty Merkle-Patricia trie: keccak256(rlp("")).
+pub const EMPTY_ROOT_HASH: B256 =
+    b256!("56e81f171bcc55a6ff8345e692c0f86e5b48e01b996cadc001622fb5e363b421");
+
+/// The flat part of an account as execution sees it. The storage root is not here: it belongs
+/// to the state commitment, which derives it from the storage slots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub nonce: u64,
+    pub balance: U256,
+    pub code_hash: B256,
+}
+
+impl Default for Account {
+    fn default() -> Self {
+        Self {
+            nonce: 0,
+            balance: U256::ZERO,
+            code_hash: EMPTY_CODE_HASH,
+        }
+    }
+}
+
+impl Account {
+    /// Empty in the sense of EIP-161: no nonce, no balance, no code.
+    pub fn is_empty(&self) -> bool {
+        self.nonce == 0 && self.balance.is_zero() && self.code_hash == EMPTY_CODE_HASH
+    }
+}
+
+/// What one block (or one transaction) did to one account.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountChange {
+    /// The account after the change; `None` when it was deleted (self-destruct, or touched while
+    /// empty under EIP-161).
+    pub info: Option<Account>,
+    /// All storage the account had before is gone (deleted or re-created); `storage` then holds
+    /// the complete new storage.
+    pub storage_cleared: bool,
+    /// Slots written, with their new values; a zero value deletes the slot.
+    pub storage: BTreeMap<U256, U256>,
+}
+
+/// The effect of a block on state. Ordered maps, so that iteration (and every root or encoding
+/// derived from it) is deterministic.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateDiff {
+    pub accounts: BTreeMap<Address, AccountChange>,
+    /// Bytecode first deployed in this block, by code hash.
+    pub codes: BTreeMap<B256, Bytes>,
+}
+
+impl StateDiff {
+    /// Layers `later` on top of `self`, as if the two were applied one after the other.
+    pub fn merge(&mut self, later: StateDiff) {
+        for (addr, change) in later.accounts {
+            match self.accounts.get_mut(&addr) {
+                Some(existing) if !change.storage_cleared => {
+                    existing.info = change.info;
+                    existing.storage.extend(change.storage);
+                }
+                _ => {
+                    self.accounts.insert(addr, change);
+                }
+            }
+        }
+        self.codes.extend(later.codes);
+    }
+
+    /// Number of changed keys (accounts plus storage slots).
+    pub fn key_count(&self) -> usize {
+        self.accounts.values().map(|c| 1 + c.storage.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_respects_storage_clear() {
+        let a = Address::repeat_byte(1);
+        let mut first = StateDiff::default();
+        first.accounts.insert(
+            a,
+            AccountChange {
+                info: Some(Account::default()),
+                storage_cleared: false,
+                storage: [(U256::from(1), U256::from(5))].into(),
+            },
+        );
+        let mut second = StateDiff::default();
+        second.accounts.insert(
+            a,
+            AccountChange {
+                info: Some(Account {
+                    nonce: 1,
+                    ..Default::default()
+                }),
+                storage_cleared: true,
+                storage: [(U256::from(2), U256::from(7))].into(),
+            },
+        );
+        first.merge(second.clone());
+        assert_eq!(first.accounts[&a], second.accounts[&a]);
+        assert_eq!(keccak(&[]), EMPTY_CODE_HASH);
+    }
+
+    fn keccak(b: &[u8]) -> B256 {
+        alloy_primitives::keccak256(b)
+    }
+}
