@@ -124,10 +124,35 @@ pub fn to_tx_env(envelope: &TxEnvelope, sender: Address) -> TxEnv {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloy_primitives::hex;
+    use alloy_consensus::{SignableTransaction, TxEip1559};
+    use alloy_primitives::{address, b256, Signature, TxKind};
 
-    // A mainnet legacy transaction (EIP-155) and its sender.
-    const RAW: &str = "f86d8202b28477359400825208944592d8f8d7b001e72cb26a73e4fa1806a51ac79d880e043da617250000801ca08b4eb8f8b9d6a4d8bdf9bf13c0e0d4ed03fc6a6efaacc5ba9e03ac44ee8a9fbca0435b5c8d0f1e5f0e9f1f6b64f9b5bd39ce91c06f7a2cc3ab0ec1f22a0eaa5b2b";
+    /// Signs with the first key of the well-known test mnemonic, whose address is public.
+    fn signed_bytes() -> Vec<u8> {
+        let secret = secp256k1::SecretKey::from_secret_bytes(
+            b256!("ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80").0,
+        )
+        .unwrap();
+        let tx = TxEip1559 {
+            chain_id: 1,
+            nonce: 3,
+            gas_limit: 21_000,
+            max_fee_per_gas: 10,
+            max_priority_fee_per_gas: 1,
+            to: TxKind::Call(Address::repeat_byte(7)),
+            value: U256::from(5),
+            ..Default::default()
+        };
+        let msg = secp256k1::Message::from_digest(tx.signature_hash().0);
+        let sig = RecoverableSignature::sign_ecdsa_recoverable(msg, &secret);
+        let (recid, rs) = sig.serialize_compact();
+        let signature = Signature::new(
+            U256::from_be_slice(&rs[..32]),
+            U256::from_be_slice(&rs[32..]),
+            recid == RecoveryId::One,
+        );
+        TxEnvelope::from(tx.into_signed(signature)).encoded_2718()
+    }
 
     #[test]
     fn garbage_is_refused_with_reason() {
@@ -136,19 +161,27 @@ mod tests {
             Err(TxError::Decode(_))
         ));
         assert!(matches!(RecoveredTx::decode(&[]), Err(TxError::Decode(_))));
-        let mut bytes = hex::decode(RAW).unwrap();
+        let mut bytes = signed_bytes();
         bytes.push(0);
-        assert!(RecoveredTx::decode(&bytes).is_err());
+        assert_eq!(
+            RecoveredTx::decode(&bytes).unwrap_err(),
+            TxError::TrailingBytes
+        );
     }
 
     #[test]
     fn decodes_and_recovers() {
-        let bytes = hex::decode(RAW).unwrap();
+        let bytes = signed_bytes();
         let tx = RecoveredTx::decode(&bytes).unwrap();
+        assert_eq!(
+            tx.sender,
+            address!("f39Fd6e51aad88F6F4ce6aB8827279cffFb92266")
+        );
         assert_eq!(tx.hash, keccak256(&bytes));
         assert_eq!(tx.encoded().as_ref(), bytes.as_slice());
-        assert_ne!(tx.sender, Address::ZERO);
-        // Flipping a byte of `s` changes the recovered sender or fails recovery.
+        let env = tx.tx_env();
+        assert_eq!((env.nonce, env.gas_limit, env.gas_price), (3, 21_000, 10));
+        // A flipped bit in `s` recovers someone else, or nobody.
         let mut bad = bytes.clone();
         let n = bad.len();
         bad[n - 1] ^= 1;
