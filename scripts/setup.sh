@@ -12,6 +12,12 @@ missing=()
 for pkg in clang libclang-dev g++ make pkg-config; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
+# The real-client tests run web3.py in a virtualenv.
+if ! command -v python3 >/dev/null 2>&1; then
+    missing+=(python3 python3-venv python3-pip)
+elif ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    missing+=(python3-venv python3-pip)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
     sudo_if_needed apt-get update -qq

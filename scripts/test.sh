@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up the machine (scripts/setup.sh) and runs every check the project is judged on:
-# formatting, clippy, the unit/integration test suite (crash test, state-commitment tests), and
+# formatting, clippy, the unit/integration test suite (crash test, state-commitment tests), the
+# real-client suite against `tessera dev` (web3.py: ERC-20, fees, calls, bad input, restarts), and
 # the external conformance fixtures in ../shared/fixtures through tessera-exec.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -8,6 +9,26 @@ cd "$root"
 fixtures="${TESSERA_FIXTURES:-$root/../shared/fixtures}"
 
 bash scripts/setup.sh
+
+# RocksDB's C++ takes many minutes to compile, and cargo compiles it again whenever the features
+# of build-time dependencies differ between invocations (clippy, the test build and the binaries
+# differ in which proc-macros they pull in). Build the archive once per RocksDB version and link
+# that one everywhere (librocksdb-sys's ROCKSDB_LIB_DIR/ROCKSDB_STATIC); only the bindings are
+# still generated per build.
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+if [ -z "${ROCKSDB_LIB_DIR:-}" ]; then
+    rocksdb_version="$(grep -A1 '^name = "librocksdb-sys"$' Cargo.lock | sed -n 's/^version = "\(.*\)"$/\1/p')"
+    prebuilt="$target_dir/rocksdb-prebuilt/$rocksdb_version"
+    if [ ! -f "$prebuilt/librocksdb.a" ]; then
+        echo "== building RocksDB $rocksdb_version once"
+        cargo build --locked -p librocksdb-sys
+        archive="$(ls -t "$target_dir"/debug/build/librocksdb-sys-*/out/librocksdb.a | head -n 1)"
+        mkdir -p "$prebuilt"
+        cp "$archive" "$prebuilt/librocksdb.a.tmp"
+        mv "$prebuilt/librocksdb.a.tmp" "$prebuilt/librocksdb.a"
+    fi
+    export ROCKSDB_LIB_DIR="$prebuilt" ROCKSDB_STATIC=1
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -17,9 +38,13 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== unit and integration tests"
 cargo nextest run --workspace --locked --no-fail-fast
 
+echo "== node: real-client tests (web3.py, eth-account, vyper)"
+cargo build --locked -p tessera-node --bin tessera
+TESSERA_BIN="$target_dir/debug/tessera" bash scripts/rpc-tests.sh
+
 echo "== conformance"
 cargo build --locked -p tessera-execution --bin tessera-exec
-exec_bin="${CARGO_TARGET_DIR:-$root/target}/debug/tessera-exec"
+exec_bin="$target_dir/debug/tessera-exec"
 
 echo "-- mainnet blocks"
 "$exec_bin" blocks "$fixtures/mainnet-blocks"

@@ -1,5 +1,11 @@
-//! Node configuration and genesis for Tessera: typed structs with defaults and validation, read
-//! from TOML with CLI-flag and `TESSERA_*` environment overrides.
+//! Genesis and keys: the chain parameters every node of a network must agree on (chain id,
+//! fork rules, shard count, gas limit, base-fee floor, initial allocations), and the
+//! deterministic development accounts derived from the well-known test mnemonic, as anvil and
+//! `reth --dev` use, so that every Ethereum tool works against `tessera dev` out of the box.
 //!
-//! Not written yet: the node that consumes it arrives with `tessera dev`. Until then the fork
-//! and chain id are chosen by the callers of `tessera-execution` directly.
+//! Node configuration files and validator keys arrive with the multi-validator network.
+
+mod genesis;
+pub mod keys;
+
+pub use genesis::{Genesis, GenesisAccount, GenesisError, DEV_CHAIN_ID};

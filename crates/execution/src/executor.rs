@@ -110,7 +110,7 @@ pub enum ExecError {
 
 /// The state as transactions of the block see it: the view, with the block's changes so far on
 /// top. Implements revm's `Database`.
-struct Overlay<'a, S: ?Sized> {
+pub(crate) struct Overlay<'a, S: ?Sized> {
     view: &'a S,
     diff: StateDiff,
     /// `view.has_storage` by address: the view does not change during the block.
@@ -121,7 +121,7 @@ struct Overlay<'a, S: ?Sized> {
 }
 
 impl<'a, S: StateView + ?Sized> Overlay<'a, S> {
-    fn new(view: &'a S) -> Self {
+    pub(crate) fn new(view: &'a S) -> Self {
         Overlay {
             view,
             diff: StateDiff::default(),
@@ -278,7 +278,7 @@ pub(crate) fn diff_from_evm_state(state: EvmState, spec: SpecId) -> StateDiff {
     diff
 }
 
-fn revm_block_env(env: &BlockEnv, cfg: &CfgEnv) -> RevmBlockEnv {
+pub(crate) fn revm_block_env(env: &BlockEnv, cfg: &CfgEnv) -> RevmBlockEnv {
     let mut block = RevmBlockEnv {
         number: U256::from(env.number),
         beneficiary: env.beneficiary,

@@ -10,6 +10,7 @@
 //! Fees follow EIP-1559: the base fee is burned, the priority fee goes to the block's
 //! beneficiary. The fork ([`Fork`]) is a chain rule fixed in genesis.
 
+pub mod call;
 mod collision;
 mod executor;
 mod fork;
@@ -18,10 +19,11 @@ pub mod receipts;
 mod state;
 pub mod tx;
 
+pub use call::{call, estimate_gas, CallError, CallOutcome, CallRequest, EstimateError};
 pub use executor::{
     execute_block, BlockEnv, BlockOutput, ChainRules, ExecError, Rejection, TxOutcome,
 };
 pub use fork::{Fork, UnknownFork};
 pub use revm::primitives::hardfork::SpecId;
 pub use state::{StateError, StateView};
-pub use tx::{RecoveredTx, TxError};
+pub use tx::{intrinsic_gas, RecoveredTx, TxError};

@@ -4,8 +4,14 @@
 use alloy_consensus::{Transaction as _, TxEnvelope};
 use alloy_eips::eip2718::{Decodable2718, Encodable2718};
 use alloy_primitives::{keccak256, uint, Address, Bytes, B256, U256};
-use revm::context::{either::Either, TxEnv};
+use revm::{
+    context::{either::Either, TxEnv},
+    interpreter::gas::calculate_initial_tx_gas,
+    primitives::hardfork::SpecId,
+};
 use secp256k1::ecdsa::{RecoverableSignature, RecoveryId};
+
+use crate::Fork;
 
 /// Half the secp256k1 group order: EIP-2 rejects signatures with a larger `s`.
 const SECP256K1N_HALF: U256 =
@@ -121,10 +127,48 @@ pub fn to_tx_env(envelope: &TxEnvelope, sender: Address) -> TxEnv {
     }
 }
 
+/// The least gas limit `envelope` can have under `fork`'s rules: the base cost (plus the
+/// creation cost and EIP-3860 initcode words for a create), calldata, EIP-2930 access-list
+/// addresses and storage keys, and EIP-7702 authorizations; from Prague on, at least the
+/// EIP-7623 calldata floor, which execution charges whatever the transaction actually uses.
+///
+/// This is the same number revm checks the gas limit against before executing, so a
+/// transaction whose gas limit is below it can never be included.
+pub fn intrinsic_gas(fork: Fork, envelope: &TxEnvelope) -> u64 {
+    let (addresses, storage_keys) = envelope.access_list().map_or((0, 0), |list| {
+        list.iter().fold((0u64, 0u64), |(addresses, keys), item| {
+            (addresses + 1, keys + item.storage_keys.len() as u64)
+        })
+    });
+    let authorizations = envelope
+        .authorization_list()
+        .map_or(0, |list| list.len() as u64);
+    let spec = fork.spec_id();
+    let gas = calculate_initial_tx_gas(
+        spec,
+        envelope.input(),
+        envelope.kind().is_create(),
+        addresses,
+        storage_keys,
+        authorizations,
+        // EIP-2780's re-priced base cost is not part of any fork Tessera runs.
+        None,
+    );
+    if spec.is_enabled_in(SpecId::PRAGUE) {
+        gas.initial_total_gas().max(gas.floor_gas())
+    } else {
+        gas.initial_total_gas()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloy_consensus::{SignableTransaction, TxEip1559};
+    use alloy_consensus::{SignableTransaction, TxEip1559, TxEip7702, TxLegacy};
+    use alloy_eips::{
+        eip2930::{AccessList, AccessListItem},
+        eip7702::Authorization,
+    };
     use alloy_primitives::{address, b256, Signature, TxKind};
 
     /// Signs with the first key of the well-known test mnemonic, whose address is public.
@@ -189,5 +233,137 @@ mod tests {
             Ok(other) => assert_ne!(other.sender, tx.sender),
             Err(e) => assert!(matches!(e, TxError::Signature(_))),
         }
+    }
+
+    /// A transaction with a placeholder signature: intrinsic gas does not look at the signer.
+    fn unsigned<T>(tx: T) -> TxEnvelope
+    where
+        T: SignableTransaction<Signature>,
+        TxEnvelope: From<alloy_consensus::Signed<T>>,
+    {
+        TxEnvelope::from(tx.into_signed(Signature::new(U256::ONE, U256::ONE, false)))
+    }
+
+    fn call(input: Vec<u8>, access_list: AccessList) -> TxEnvelope {
+        unsigned(TxEip1559 {
+            chain_id: 1,
+            gas_limit: 1_000_000,
+            to: TxKind::Call(Address::repeat_byte(7)),
+            input: input.into(),
+            access_list,
+            ..Default::default()
+        })
+    }
+
+    fn create(initcode: Vec<u8>) -> TxEnvelope {
+        unsigned(TxLegacy {
+            chain_id: Some(1),
+            gas_limit: 1_000_000,
+            to: TxKind::Create,
+            input: initcode.into(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn intrinsic_gas_of_a_plain_transfer_is_21000_in_every_fork() {
+        for fork in Fork::ALL {
+            assert_eq!(
+                intrinsic_gas(fork, &call(vec![], AccessList::default())),
+                21_000,
+                "{fork}"
+            );
+        }
+    }
+
+    #[test]
+    fn intrinsic_gas_of_creates() {
+        // Frontier charged creates like calls; Homestead (EIP-2) added 32000.
+        assert_eq!(intrinsic_gas(Fork::Frontier, &create(vec![])), 21_000);
+        assert_eq!(intrinsic_gas(Fork::Homestead, &create(vec![])), 53_000);
+        assert_eq!(intrinsic_gas(Fork::Shanghai, &create(vec![])), 53_000);
+        // 33 nonzero bytes: 16 each since Istanbul, plus two initcode words at 2 (EIP-3860,
+        // Shanghai on).
+        let initcode = vec![0x60; 33];
+        assert_eq!(
+            intrinsic_gas(Fork::London, &create(initcode.clone())),
+            53_000 + 33 * 16
+        );
+        assert_eq!(
+            intrinsic_gas(Fork::Shanghai, &create(initcode.clone())),
+            53_000 + 33 * 16 + 2 * 2
+        );
+        assert_eq!(
+            intrinsic_gas(Fork::Cancun, &create(initcode)),
+            53_000 + 33 * 16 + 2 * 2
+        );
+    }
+
+    #[test]
+    fn intrinsic_gas_of_calldata() {
+        // Two zero bytes at 4, three nonzero ones at 68 before Istanbul (EIP-2028), 16 after.
+        let data = vec![0, 1, 0, 2, 3];
+        let tx = call(data, AccessList::default());
+        assert_eq!(
+            intrinsic_gas(Fork::Petersburg, &tx),
+            21_000 + 2 * 4 + 3 * 68
+        );
+        assert_eq!(intrinsic_gas(Fork::Istanbul, &tx), 21_000 + 2 * 4 + 3 * 16);
+        assert_eq!(intrinsic_gas(Fork::Cancun, &tx), 21_000 + 2 * 4 + 3 * 16);
+        // From Prague the EIP-7623 floor (10 gas per token, a nonzero byte being 4 tokens) is
+        // above the calldata cost of any call without an access list.
+        assert_eq!(intrinsic_gas(Fork::Prague, &tx), 21_000 + 10 * (2 + 3 * 4));
+    }
+
+    #[test]
+    fn intrinsic_gas_of_access_lists() {
+        let list = AccessList(vec![
+            AccessListItem {
+                address: Address::repeat_byte(1),
+                storage_keys: vec![B256::ZERO, B256::repeat_byte(1)],
+            },
+            AccessListItem {
+                address: Address::repeat_byte(2),
+                storage_keys: vec![],
+            },
+        ]);
+        let tx = call(vec![], list);
+        // EIP-2930: 2400 per address, 1900 per storage key.
+        let expected = 21_000 + 2 * 2_400 + 2 * 1_900;
+        assert_eq!(intrinsic_gas(Fork::Berlin, &tx), expected);
+        assert_eq!(intrinsic_gas(Fork::Prague, &tx), expected);
+        assert_eq!(intrinsic_gas(Fork::Osaka, &tx), expected);
+    }
+
+    #[test]
+    fn intrinsic_gas_from_prague_is_at_least_the_calldata_floor() {
+        // 1000 nonzero bytes: 16000 as calldata, but 4 tokens each at 10 gas as the floor.
+        let tx = call(vec![0xff; 1000], AccessList::default());
+        assert_eq!(intrinsic_gas(Fork::Cancun, &tx), 21_000 + 16_000);
+        assert_eq!(intrinsic_gas(Fork::Prague, &tx), 21_000 + 40_000);
+        assert_eq!(intrinsic_gas(Fork::Osaka, &tx), 21_000 + 40_000);
+        // Zero bytes: 4 gas as calldata, 1 token (10 gas) for the floor.
+        let zeros = call(vec![0; 1000], AccessList::default());
+        assert_eq!(intrinsic_gas(Fork::Cancun, &zeros), 21_000 + 4_000);
+        assert_eq!(intrinsic_gas(Fork::Prague, &zeros), 21_000 + 10_000);
+    }
+
+    #[test]
+    fn intrinsic_gas_counts_eip7702_authorizations() {
+        let auth = Authorization {
+            chain_id: U256::from(1),
+            address: Address::repeat_byte(9),
+            nonce: 0,
+        }
+        .into_signed(Signature::new(U256::ONE, U256::ONE, false));
+        let tx = unsigned(TxEip7702 {
+            chain_id: 1,
+            gas_limit: 1_000_000,
+            to: Address::repeat_byte(7),
+            authorization_list: vec![auth.clone(), auth],
+            ..Default::default()
+        });
+        // EIP-7702: PER_EMPTY_ACCOUNT_COST (25000) per authorization, refunded in part later.
+        assert_eq!(intrinsic_gas(Fork::Prague, &tx), 21_000 + 2 * 25_000);
     }
 }

@@ -176,6 +176,34 @@ pub fn apply_diff(
     })
 }
 
+/// The account at `address` and its storage root in the state with root `root`, read through
+/// the trie: any root whose nodes are stored can be read, which is how historical state is
+/// served.
+pub fn read_account(
+    store: &impl NodeStore,
+    root: B256,
+    address: &Address,
+) -> Result<Option<(Account, B256)>, CommitmentError> {
+    let leaf = Trie::open(store, root).get(&keccak256(address))?;
+    leaf.map(|rlp| decode_account(&rlp).map_err(|e| malformed_account(root, address, e)))
+        .transpose()
+}
+
+/// A storage slot's value in the storage trie with root `storage_root`; zero when absent.
+pub fn read_storage(
+    store: &impl NodeStore,
+    storage_root: B256,
+    slot: U256,
+) -> Result<U256, CommitmentError> {
+    match Trie::open(store, storage_root).get(&storage_key(slot))? {
+        Some(rlp) => alloy_rlp::decode_exact(&rlp).map_err(|e| CommitmentError::MalformedNode {
+            hash: storage_root,
+            reason: format!("storage leaf of slot {slot}: {e}"),
+        }),
+        None => Ok(U256::ZERO),
+    }
+}
+
 /// An account leaf that does not decode; the state root names the trie it is in.
 fn malformed_account(root: B256, address: &Address, error: alloy_rlp::Error) -> CommitmentError {
     CommitmentError::MalformedNode {

@@ -1,0 +1,277 @@
+//! One shard's chain as a node runs it: the store, the mempool, and the two things that change
+//! them, admitting a transaction and applying a decided block.
+//!
+//! Synchronous and free of timers: the node decides when to propose and commit (a dev timer
+//! today, the consensus engine later) and calls in. A read-write lock orders block
+//! application against admission and against readers that need one consistent state (calls,
+//! gas estimates): the store's reads are not snapshots, so a reader overlapping a commit could
+//! otherwise mix the states before and after a block.
+
+use crate::{
+    apply::{apply_block, commit_genesis, AppliedBlock, ApplyError, BlockTemplate},
+    commitment::{self, MemNodeStore},
+    fees::next_base_fee,
+    mempool::{Added, Mempool, MempoolConfig, PoolError, PoolRules, SenderState},
+    store::{Store, StoreError},
+};
+use alloy_primitives::{Address, B256};
+use std::{
+    collections::BTreeSet,
+    path::Path,
+    sync::{Mutex, MutexGuard, PoisonError, RwLock},
+};
+use tessera_config::Genesis;
+use tessera_execution::{ChainRules, RecoveredTx, Rejection, TxError, TxOutcome};
+use tessera_primitives::{Header, ShardId, EMPTY_ROOT_HASH};
+
+/// Failures of the chain (not refusals of transactions).
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("the database holds a different chain: its genesis block is {stored}, this genesis gives {expected}")]
+    GenesisMismatch { stored: B256, expected: B256 },
+    #[error("the database has no head block")]
+    NoHead,
+}
+
+/// Why a submitted transaction was not admitted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The bytes are not a signed transaction.
+    #[error(transparent)]
+    Decode(#[from] TxError),
+    /// The mempool refused it.
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+}
+
+/// Parameters of one shard's chain, from genesis.
+#[derive(Debug, Clone)]
+pub struct ChainSpec {
+    pub shard: ShardId,
+    pub rules: ChainRules,
+    pub gas_limit: u64,
+    pub min_base_fee: u64,
+    pub fee_recipient: Address,
+}
+
+impl ChainSpec {
+    pub fn from_genesis(genesis: &Genesis, shard: ShardId) -> Self {
+        Self {
+            shard,
+            rules: genesis.rules(),
+            gas_limit: genesis.gas_limit,
+            min_base_fee: genesis.min_base_fee,
+            fee_recipient: genesis.fee_recipient,
+        }
+    }
+}
+
+/// A shard's chain: store, mempool, and the lock that orders them.
+#[derive(Debug)]
+pub struct Chain {
+    spec: ChainSpec,
+    store: Store,
+    pool: Mutex<Mempool>,
+    state_lock: RwLock<()>,
+}
+
+/// The genesis header of `shard` under `genesis`, computed without a database.
+pub fn genesis_header(genesis: &Genesis, shard: ShardId) -> Header {
+    let alloc = genesis.shard_alloc(shard);
+    let update = commitment::apply_diff(&MemNodeStore::new(), EMPTY_ROOT_HASH, &alloc)
+        .expect("an empty in-memory trie has every node");
+    Header {
+        shard,
+        number: 0,
+        parent_hash: B256::ZERO,
+        timestamp: genesis.timestamp,
+        beneficiary: Address::ZERO,
+        gas_limit: genesis.gas_limit,
+        gas_used: 0,
+        base_fee: genesis.base_fee,
+        state_root: update.root,
+        transactions_root: EMPTY_ROOT_HASH,
+        receipts_root: EMPTY_ROOT_HASH,
+        logs_bloom: Default::default(),
+    }
+}
+
+impl Chain {
+    /// Opens the shard's database at `path`: a new one starts from `genesis`; an existing one
+    /// must hold the same genesis block and continues from its head.
+    pub fn open(
+        path: impl AsRef<Path>,
+        genesis: &Genesis,
+        shard: ShardId,
+        pool: MempoolConfig,
+    ) -> Result<Self, ChainError> {
+        let store = Store::open(path)?;
+        let expected = genesis_header(genesis, shard);
+        match store.header(0)? {
+            Some(stored) if stored.hash() != expected.hash() => {
+                return Err(ChainError::GenesisMismatch {
+                    stored: stored.hash(),
+                    expected: expected.hash(),
+                })
+            }
+            Some(_) => {}
+            None => {
+                let header = commit_genesis(
+                    &store,
+                    shard,
+                    genesis.gas_limit,
+                    genesis.base_fee,
+                    genesis.timestamp,
+                    &genesis.shard_alloc(shard),
+                )
+                .map_err(ChainError::Apply)?;
+                debug_assert_eq!(header, expected);
+            }
+        }
+        Ok(Self {
+            spec: ChainSpec::from_genesis(genesis, shard),
+            store,
+            pool: Mutex::new(Mempool::new(pool)),
+            state_lock: RwLock::new(()),
+        })
+    }
+
+    pub fn spec(&self) -> &ChainSpec {
+        &self.spec
+    }
+
+    /// The store, for reads of immutable per-block data (headers, bodies, receipts, logs).
+    /// State reads that must be consistent go through [`Chain::read_state`].
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The head block's header.
+    pub fn head(&self) -> Result<Header, ChainError> {
+        let (number, _) = self.store.head()?.ok_or(ChainError::NoHead)?;
+        self.store.header(number)?.ok_or(ChainError::NoHead)
+    }
+
+    /// Runs `f` on the store while no block is being applied.
+    pub fn read_state<R>(&self, f: impl FnOnce(&Store) -> R) -> R {
+        let _guard = self
+            .state_lock
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        f(&self.store)
+    }
+
+    fn pool(&self) -> MutexGuard<'_, Mempool> {
+        self.pool.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Decodes, recovers and admits raw EIP-2718 bytes; returns the transaction hash.
+    pub fn submit_raw(&self, raw: &[u8]) -> Result<B256, SubmitError> {
+        let tx = RecoveredTx::decode(raw)?;
+        let hash = tx.hash;
+        self.submit(tx, raw.len())?;
+        Ok(hash)
+    }
+
+    /// Admits a recovered transaction whose encoding is `encoded_len` bytes long.
+    pub fn submit(&self, tx: RecoveredTx, encoded_len: usize) -> Result<Added, SubmitError> {
+        let _guard = self
+            .state_lock
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let account = self.store.account(&tx.sender).map_err(ChainError::from)?;
+        let sender = SenderState {
+            nonce: account.map_or(0, |a| a.nonce),
+            balance: account.map_or(Default::default(), |a| a.balance),
+        };
+        let rules = PoolRules {
+            chain_id: self.spec.rules.chain_id,
+            fork: self.spec.rules.fork,
+            block_gas_limit: self.spec.gas_limit,
+        };
+        Ok(self.pool().add(tx, encoded_len, sender, &rules)?)
+    }
+
+    /// A transaction waiting in the mempool.
+    pub fn pending_transaction(&self, hash: &B256) -> Option<RecoveredTx> {
+        self.pool().get(hash).cloned()
+    }
+
+    /// Number of transactions in the mempool.
+    pub fn pool_len(&self) -> usize {
+        self.pool().len()
+    }
+
+    /// The next nonce of `address`, counting its transactions pending in the mempool.
+    pub fn pending_nonce(&self, address: &Address) -> Result<u64, ChainError> {
+        let nonce = self.store.account(address)?.map_or(0, |a| a.nonce);
+        Ok(self.pool().pending_nonce(address, nonce))
+    }
+
+    /// What the block after the head would be: its base fee, and a timestamp no earlier than
+    /// the parent's (block timestamps never go backwards, and several blocks may share a
+    /// second).
+    pub fn next_template(&self, timestamp: u64) -> Result<BlockTemplate, ChainError> {
+        let parent = self.head()?;
+        Ok(BlockTemplate {
+            shard: self.spec.shard,
+            timestamp: timestamp.max(parent.timestamp),
+            beneficiary: self.spec.fee_recipient,
+            gas_limit: self.spec.gas_limit,
+            base_fee: next_base_fee(&parent, self.spec.min_base_fee),
+        })
+    }
+
+    /// A proposal for the next block: its template and the mempool's ready transactions.
+    pub fn propose(&self, timestamp: u64) -> Result<(BlockTemplate, Vec<RecoveredTx>), ChainError> {
+        let template = self.next_template(timestamp)?;
+        let store = &self.store;
+        let txs = self
+            .pool()
+            .select(template.gas_limit, template.base_fee, |sender| {
+                store.account(sender).ok().flatten().map_or(0, |a| a.nonce)
+            });
+        Ok((template, txs))
+    }
+
+    /// Executes and commits a decided block on top of the head, then drops from the mempool
+    /// what it mined and what the executor refused as invalid.
+    pub fn apply(
+        &self,
+        template: &BlockTemplate,
+        txs: &[RecoveredTx],
+    ) -> Result<AppliedBlock, ChainError> {
+        let _guard = self
+            .state_lock
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let applied = apply_block(&self.store, &self.spec.rules, template, txs)?;
+        let mut senders = BTreeSet::new();
+        let mut pool = self.pool();
+        for (tx, outcome) in txs.iter().zip(&applied.output.outcomes) {
+            match outcome {
+                TxOutcome::Included(_) => {
+                    senders.insert(tx.sender);
+                }
+                // No longer valid (the node logs why, from the block output).
+                TxOutcome::Rejected(Rejection::Invalid(_)) => {
+                    pool.remove(&tx.hash);
+                    senders.insert(tx.sender);
+                }
+                // It may fit a later block.
+                TxOutcome::Rejected(Rejection::BlockGasExceeded { .. }) => {}
+            }
+        }
+        for sender in senders {
+            let nonce = self.store.account(&sender)?.map_or(0, |a| a.nonce);
+            pool.prune_sender(&sender, nonce);
+        }
+        Ok(applied)
+    }
+}
