@@ -566,63 +566,58 @@ impl Rpc {
             return Ok(None);
         };
         let header = self.header(BlockId::Number(location.block_number))?;
-        let body = store
-            .block_transactions(location.block_number)
-            .map_err(internal)?
-            .unwrap_or_default();
+        let body = self.block_body(location.block_number)?;
         let tx = body
             .get(location.index as usize)
             .and_then(|raw| json::stored_tx(raw))
             .ok_or_else(|| internal(format!("transaction {hash} missing from its block")))?;
-        Ok(Some((tx, place(&header, location.index))))
+        Ok(Some((tx, place(&header, header.hash(), location.index))))
     }
 
     fn block_json(&self, id: BlockId, full: bool) -> RpcResult {
         let Some(header) = self.find_header(id)? else {
             return Ok(Value::Null);
         };
-        let body = self
-            .chain
-            .store()
-            .block_transactions(header.number)
-            .map_err(internal)?
-            .unwrap_or_default();
+        let body = self.block_body(header.number)?;
         let size = json::block_size(&body);
+        let hash = header.hash();
         let mut txs = Vec::with_capacity(body.len());
         for (i, raw) in body.iter().enumerate() {
             let tx = json::stored_tx(raw).ok_or_else(|| {
                 internal(format!("block {} holds an undecodable tx", header.number))
             })?;
             txs.push(if full {
-                json::transaction(&tx, Some(place(&header, i as u32)))
+                json::transaction(&tx, Some(place(&header, hash, i as u32)))
             } else {
                 json!(tx.hash)
             });
         }
-        Ok(json::block(&header, header.hash(), txs, size))
+        Ok(json::block(&header, hash, txs, size))
     }
 
     fn tx_count(&self, id: BlockId) -> RpcResult {
         let Some(header) = self.find_header(id)? else {
             return Ok(Value::Null);
         };
-        let body = self
+        to_json(qty(self.block_body(header.number)?.len() as u64))
+    }
+
+    /// The raw transactions of block `number`; empty for a block without any.
+    fn block_body(&self, number: u64) -> Result<Vec<Bytes>, ErrorObjectOwned> {
+        Ok(self
             .chain
             .store()
-            .block_transactions(header.number)
+            .block_transactions(number)
             .map_err(internal)?
-            .unwrap_or_default();
-        to_json(qty(body.len() as u64))
+            .unwrap_or_default())
     }
 
     /// Receipt objects of every transaction of block `number`.
     pub(super) fn block_receipts(&self, number: u64) -> Result<Vec<Value>, ErrorObjectOwned> {
         let store = self.chain.store();
         let header = self.header(BlockId::Number(number))?;
-        let body = store
-            .block_transactions(number)
-            .map_err(internal)?
-            .unwrap_or_default();
+        let hash = header.hash();
+        let body = self.block_body(number)?;
         let receipts = store
             .receipts(number)
             .map_err(internal)?
@@ -635,7 +630,7 @@ impl Rpc {
             out.push(json::receipt(
                 receipt,
                 &tx,
-                place(&header, i as u32),
+                place(&header, hash, i as u32),
                 log_index,
             ));
             log_index += receipt.logs.len() as u32;
@@ -706,9 +701,10 @@ impl Rpc {
     }
 }
 
-pub(super) fn place(header: &Header, index: u32) -> TxPlace {
+/// Where transaction `index` of the block with this header and hash is.
+pub(super) fn place(header: &Header, block_hash: B256, index: u32) -> TxPlace {
     TxPlace {
-        block_hash: header.hash(),
+        block_hash,
         block_number: header.number,
         index,
         base_fee: header.base_fee,

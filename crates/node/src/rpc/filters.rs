@@ -16,7 +16,7 @@ use alloy_primitives::B256;
 use serde_json::{json, Value};
 use std::{
     collections::HashMap,
-    sync::{Mutex, PoisonError},
+    sync::{Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -47,12 +47,16 @@ pub(super) struct Filters {
 }
 
 impl Filters {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Filter>> {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn install(
         &self,
         kind: Kind,
         next_block: u64,
     ) -> Result<String, jsonrpsee::types::ErrorObjectOwned> {
-        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self.lock();
         let now = Instant::now();
         map.retain(|_, f| now.duration_since(f.last_poll) < FILTER_TIMEOUT);
         if map.len() >= MAX_FILTERS {
@@ -74,7 +78,7 @@ impl Filters {
 
     /// Records a newly admitted transaction for pending-transaction filters.
     pub(super) fn on_pending(&self, hash: B256) {
-        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self.lock();
         for filter in map.values_mut() {
             if let Kind::PendingTransactions(hashes) = &mut filter.kind {
                 if hashes.len() < MAX_PENDING_PER_FILTER {
@@ -116,11 +120,7 @@ pub(super) fn new_pending_filter(rpc: &Rpc, args: Args) -> RpcResult {
 pub(super) fn uninstall_filter(rpc: &Rpc, mut args: Args) -> RpcResult {
     let id: String = args.required("id")?;
     args.finish()?;
-    let mut map = rpc
-        .filters
-        .map
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
+    let mut map = rpc.filters.lock();
     Ok(json!(map.remove(&id).is_some()))
 }
 
@@ -130,11 +130,7 @@ pub(super) fn filter_changes(rpc: &Rpc, mut args: Args) -> RpcResult {
     let head = rpc.head()?.number;
     // Take what the poll needs under the lock, query the store without it.
     let (kind, from) = {
-        let mut map = rpc
-            .filters
-            .map
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut map = rpc.filters.lock();
         let filter = map.get_mut(&id).ok_or_else(not_found)?;
         filter.last_poll = Instant::now();
         let from = filter.next_block;
@@ -180,11 +176,7 @@ pub(super) fn filter_changes(rpc: &Rpc, mut args: Args) -> RpcResult {
             } else {
                 rpc.logs(&query)?
             };
-            let mut map = rpc
-                .filters
-                .map
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut map = rpc.filters.lock();
             if let Some(filter) = map.get_mut(&id) {
                 filter.next_block = filter.next_block.max(head + 1);
             }
@@ -197,11 +189,7 @@ pub(super) fn filter_logs(rpc: &Rpc, mut args: Args) -> RpcResult {
     let id: String = args.required("id")?;
     args.finish()?;
     let object = {
-        let mut map = rpc
-            .filters
-            .map
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut map = rpc.filters.lock();
         let filter = map.get_mut(&id).ok_or_else(not_found)?;
         filter.last_poll = Instant::now();
         match &filter.kind {

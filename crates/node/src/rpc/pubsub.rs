@@ -149,7 +149,7 @@ fn messages(kind: &Kind, event: &BlockEvent) -> Vec<Value> {
             let mut out = Vec::new();
             let mut log_index = 0u32;
             for (i, (receipt, tx_hash)) in event.receipts.iter().zip(&event.tx_hashes).enumerate() {
-                let at = place(&event.header, i as u32);
+                let at = place(&event.header, event.hash, i as u32);
                 for entry in json::receipt_logs(receipt, *tx_hash, at, log_index) {
                     if filter.matches(&entry.log) {
                         out.push(json::log(&entry));

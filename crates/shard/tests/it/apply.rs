@@ -32,15 +32,7 @@ fn sign<T: SignableTransaction<Signature>>(key: &Key, tx: T) -> RecoveredTx
 where
     TxEnvelope: From<alloy_consensus::Signed<T>>,
 {
-    let msg = secp256k1::Message::from_digest(tx.signature_hash().0);
-    let sig = secp256k1::ecdsa::RecoverableSignature::sign_ecdsa_recoverable(msg, &key.secret);
-    let (recid, bytes) = sig.serialize_compact();
-    let signature = Signature::new(
-        U256::from_be_slice(&bytes[..32]),
-        U256::from_be_slice(&bytes[32..]),
-        recid == secp256k1::ecdsa::RecoveryId::One,
-    );
-    let envelope: TxEnvelope = tx.into_signed(signature).into();
+    let envelope = crate::common::sign_envelope(&key.secret, tx);
     let recovered = RecoveredTx::from_envelope(envelope).unwrap();
     assert_eq!(recovered.sender, key.address);
     recovered

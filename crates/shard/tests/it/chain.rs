@@ -1,9 +1,9 @@
 //! The shard chain as the node drives it: admission, proposal, application, the pool after a
 //! block, state at past blocks, simulated calls, and the genesis check on reopen.
 
-use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+use alloy_consensus::TxEip1559;
 use alloy_eips::eip2718::Encodable2718;
-use alloy_primitives::{Address, Bytes, Signature, TxKind, B256, U256};
+use alloy_primitives::{Address, Bytes, TxKind, B256, U256};
 use tessera_config::{
     keys::{derive_accounts, DevAccount, DEV_MNEMONIC},
     Genesis,
@@ -35,15 +35,7 @@ fn sign_transfer(
         ..Default::default()
     };
     let secret = secp256k1::SecretKey::from_secret_bytes(from.secret.0).unwrap();
-    let msg = secp256k1::Message::from_digest(tx.signature_hash().0);
-    let sig = secp256k1::ecdsa::RecoverableSignature::sign_ecdsa_recoverable(msg, &secret);
-    let (recid, bytes) = sig.serialize_compact();
-    let signature = Signature::new(
-        U256::from_be_slice(&bytes[..32]),
-        U256::from_be_slice(&bytes[32..]),
-        recid == secp256k1::ecdsa::RecoveryId::One,
-    );
-    let envelope: TxEnvelope = tx.into_signed(signature).into();
+    let envelope = crate::common::sign_envelope(&secret, tx);
     envelope.encoded_2718()
 }
 

@@ -210,3 +210,20 @@ impl FlatState {
         out.join("\n")
     }
 }
+
+/// Signs `tx` with `secret` (libsecp256k1, low-s) into an EIP-2718 envelope.
+pub fn sign_envelope<T>(secret: &secp256k1::SecretKey, tx: T) -> alloy_consensus::TxEnvelope
+where
+    T: alloy_consensus::SignableTransaction<alloy_primitives::Signature>,
+    alloy_consensus::TxEnvelope: From<alloy_consensus::Signed<T>>,
+{
+    let msg = secp256k1::Message::from_digest(tx.signature_hash().0);
+    let sig = secp256k1::ecdsa::RecoverableSignature::sign_ecdsa_recoverable(msg, secret);
+    let (recid, bytes) = sig.serialize_compact();
+    let signature = alloy_primitives::Signature::new(
+        U256::from_be_slice(&bytes[..32]),
+        U256::from_be_slice(&bytes[32..]),
+        recid == secp256k1::ecdsa::RecoveryId::One,
+    );
+    tx.into_signed(signature).into()
+}
