@@ -2,7 +2,8 @@
 # Sets up the machine (scripts/setup.sh) and runs every check the project is judged on:
 # formatting, clippy, the unit/integration test suite (crash test, state-commitment tests), the
 # real-client suite against `tessera dev` (web3.py: ERC-20, fees, calls, bad input, restarts), and
-# the external conformance fixtures in ../shared/fixtures through tessera-exec.
+# the external conformance fixtures in ../shared/fixtures through tessera-exec, sequentially and
+# through Block-STM.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -48,6 +49,12 @@ exec_bin="$target_dir/debug/tessera-exec"
 
 echo "-- mainnet blocks"
 "$exec_bin" blocks "$fixtures/mainnet-blocks"
+# Block-STM on every block, compared with the sequential executor (receipts, gas, logs, the
+# full state diff) besides the header checks.
+for threads in 1 2 4 8; do
+    echo "-- mainnet blocks, Block-STM with $threads threads"
+    "$exec_bin" blocks "$fixtures/mainnet-blocks" --parallel --threads "$threads"
+done
 
 echo "-- the runner must notice a wrong expectation"
 tmp="$(mktemp -d)"
@@ -72,8 +79,8 @@ fi
 grep -q "^FAIL .*state root" "$tmp/corrupt.log"
 echo "statetest rejected the corrupted file: $(tail -n 1 "$tmp/corrupt.log")"
 
-echo "-- Ethereum state tests"
-"$exec_bin" statetest "$fixtures/ethereum-state-tests" | tee "$tmp/statetest.log" | grep -v '^FAIL' || true
+echo "-- Ethereum state tests, each also through Block-STM and compared with the sequential result"
+"$exec_bin" statetest "$fixtures/ethereum-state-tests" --parallel | tee "$tmp/statetest.log" | grep -v '^FAIL' || true
 grep '^FAIL' "$tmp/statetest.log" | head -50 || true
 # The closing line decides: zero failures, skips only for unsupported forks (at most 1%).
 python3 - "$tmp/statetest.log" <<'PY'

@@ -10,7 +10,7 @@ use crate::{
 };
 use alloy_consensus::Transaction as _;
 use alloy_primitives::{
-    map::{AddressMap, AddressSet},
+    map::{AddressMap, AddressSet, HashMap},
     Address, Bloom, Bytes, B256, U256,
 };
 use revm::{
@@ -92,9 +92,28 @@ pub struct BlockOutput {
     /// The combined effect of all included transactions.
     pub diff: StateDiff,
     pub gas_used: u64,
-    pub logs_bloom: Bloom,
-    /// Ethereum receipts root over the included transactions' receipts.
-    pub receipts_root: B256,
+}
+
+impl BlockOutput {
+    /// Receipts of the included transactions, in order.
+    pub fn receipts(&self) -> impl Iterator<Item = &Receipt> {
+        self.outcomes.iter().filter_map(TxOutcome::receipt)
+    }
+
+    /// The block's logs bloom. Computed on demand: it is part of the header, not of execution.
+    pub fn logs_bloom(&self) -> Bloom {
+        let mut bloom = Bloom::default();
+        for r in self.receipts() {
+            bloom.accrue_bloom(&r.bloom());
+        }
+        bloom
+    }
+
+    /// Ethereum receipts root over the included transactions' receipts. Computed on demand, like
+    /// the state root, by whoever builds the header.
+    pub fn receipts_root(&self) -> B256 {
+        receipts_root(&self.receipts().collect::<Vec<_>>())
+    }
 }
 
 /// A failure that stops the block: state could not be read, or revm failed internally.
@@ -118,6 +137,8 @@ pub(crate) struct Overlay<'a, S: ?Sized> {
     /// Accounts the current transaction loaded that a creation may not overwrite because of
     /// their storage alone (EIP-7610). Almost always empty.
     storage_collisions: AddressSet,
+    /// Analysed bytecode by hash: revm asks again in every transaction.
+    codes: HashMap<B256, Bytecode>,
 }
 
 impl<'a, S: StateView + ?Sized> Overlay<'a, S> {
@@ -127,6 +148,7 @@ impl<'a, S: StateView + ?Sized> Overlay<'a, S> {
             diff: StateDiff::default(),
             view_has_storage: AddressMap::default(),
             storage_collisions: AddressSet::default(),
+            codes: HashMap::default(),
         }
     }
 
@@ -198,6 +220,9 @@ impl<S: StateView + ?Sized> Database for Overlay<'_, S> {
         if code_hash == KECCAK_EMPTY {
             return Ok(Bytecode::default());
         }
+        if let Some(code) = self.codes.get(&code_hash) {
+            return Ok(code.clone());
+        }
         let bytes = match self.diff.codes.get(&code_hash) {
             Some(b) => b.clone(),
             None => self
@@ -205,10 +230,9 @@ impl<S: StateView + ?Sized> Database for Overlay<'_, S> {
                 .code(&code_hash)?
                 .ok_or_else(|| StateError(format!("code {code_hash} missing")))?,
         };
-        Ok(
-            Bytecode::new_raw_checked(bytes.clone())
-                .unwrap_or_else(|_| Bytecode::new_legacy(bytes)),
-        )
+        let code = analyse(bytes);
+        self.codes.insert(code_hash, code.clone());
+        Ok(code)
     }
 
     fn storage(&mut self, address: Address, slot: U256) -> Result<U256, StateError> {
@@ -228,40 +252,55 @@ impl<S: StateView + ?Sized> Database for Overlay<'_, S> {
     }
 }
 
-/// Converts revm's post-transaction state into a diff. Self-destructed accounts and accounts
-/// left empty after being touched (EIP-161) are deleted with their storage.
+/// Converts revm's post-transaction state into a diff of what changed. Self-destructed accounts
+/// and accounts left empty after being touched (EIP-161) are deleted with their storage.
+/// Accounts the transaction touched without changing are left out, so that the diff of a
+/// transaction is the same whichever executor ran it.
 pub(crate) fn diff_from_evm_state(state: EvmState, spec: SpecId) -> StateDiff {
     let mut diff = StateDiff::default();
     for (address, account) in state {
         if !account.is_touched() {
             continue;
         }
+        let existed = !account.is_loaded_as_not_existing();
         let delete = account.is_selfdestructed() || account.state_clear_aware_is_empty(spec);
         if delete {
-            diff.accounts.insert(
-                address,
-                AccountChange {
-                    info: None,
-                    storage_cleared: true,
-                    storage: Default::default(),
-                },
-            );
+            if existed {
+                diff.accounts.insert(
+                    address,
+                    AccountChange {
+                        info: None,
+                        storage_cleared: true,
+                        storage: Default::default(),
+                    },
+                );
+            }
             continue;
         }
         let created = account.is_created();
-        let code_changed = account.info.code_hash != account.original_info().code_hash;
+        let original = account.original_info();
+        let code_changed = account.info.code_hash != original.code_hash;
         if (created || code_changed) && account.info.code_hash != KECCAK_EMPTY {
             if let Some(code) = &account.info.code {
                 diff.codes
                     .insert(account.info.code_hash, code.original_bytes());
             }
         }
-        let storage = account
+        let storage: std::collections::BTreeMap<U256, U256> = account
             .storage
             .iter()
             .filter(|(_, slot)| created || slot.is_changed())
             .map(|(k, slot)| (*k, slot.present_value()))
             .collect();
+        let unchanged = existed
+            && !created
+            && storage.is_empty()
+            && account.info.balance == original.balance
+            && account.info.nonce == original.nonce
+            && !code_changed;
+        if unchanged {
+            continue;
+        }
         diff.accounts.insert(
             address,
             AccountChange {
@@ -278,7 +317,14 @@ pub(crate) fn diff_from_evm_state(state: EvmState, spec: SpecId) -> StateDiff {
     diff
 }
 
-pub(crate) fn revm_block_env(env: &BlockEnv, cfg: &CfgEnv) -> RevmBlockEnv {
+/// Bytecode as revm runs it, with its jump table analysed. Code that is not valid EOF or
+/// legacy-with-prefix is taken as legacy, as Ethereum does.
+pub(crate) fn analyse(bytes: Bytes) -> Bytecode {
+    Bytecode::new_raw_checked(bytes.clone()).unwrap_or_else(|_| Bytecode::new_legacy(bytes))
+}
+
+/// revm's block environment for `env` (for tools that drive revm directly).
+pub fn revm_block_env(env: &BlockEnv, cfg: &CfgEnv) -> RevmBlockEnv {
     let mut block = RevmBlockEnv {
         number: U256::from(env.number),
         beneficiary: env.beneficiary,
@@ -299,7 +345,7 @@ pub(crate) fn revm_block_env(env: &BlockEnv, cfg: &CfgEnv) -> RevmBlockEnv {
 }
 
 /// Configuration revm runs with for these chain rules.
-pub(crate) fn cfg_env(rules: &ChainRules) -> CfgEnv {
+pub fn cfg_env(rules: &ChainRules) -> CfgEnv {
     let mut cfg = CfgEnv::new_with_spec(rules.fork.spec_id());
     cfg.chain_id = rules.chain_id;
     rules.fork.configure(&mut cfg);
@@ -317,7 +363,7 @@ pub fn execute_block<S: StateView>(
     execute_block_dyn(rules, env, txs, state)
 }
 
-fn execute_block_dyn(
+pub(crate) fn execute_block_dyn(
     rules: &ChainRules,
     env: &BlockEnv,
     txs: &[RecoveredTx],
@@ -385,22 +431,14 @@ fn execute_block_dyn(
     }
 
     let diff = std::mem::take(&mut evm.ctx.journaled_state.database.diff);
-    let receipts: Vec<&Receipt> = outcomes.iter().filter_map(TxOutcome::receipt).collect();
-    let mut logs_bloom = Bloom::default();
-    for r in &receipts {
-        logs_bloom.accrue_bloom(&r.bloom());
-    }
-    let receipts_root = receipts_root(&receipts);
     Ok(BlockOutput {
         outcomes,
         diff,
         gas_used,
-        logs_bloom,
-        receipts_root,
     })
 }
 
-fn receipt_from(
+pub(crate) fn receipt_from(
     result: ExecutionResult,
     tx: &RecoveredTx,
     gas_used: u64,

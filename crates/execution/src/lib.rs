@@ -15,15 +15,23 @@ mod collision;
 mod executor;
 mod fork;
 pub mod mem;
+mod parallel;
 pub mod receipts;
+pub mod senders;
 mod state;
 pub mod tx;
 
 pub use call::{call, estimate_gas, CallError, CallOutcome, CallRequest, EstimateError};
 pub use executor::{
-    execute_block, BlockEnv, BlockOutput, ChainRules, ExecError, Rejection, TxOutcome,
+    cfg_env, execute_block, revm_block_env, BlockEnv, BlockOutput, ChainRules, ExecError,
+    Rejection, TxOutcome,
 };
 pub use fork::{Fork, UnknownFork};
+pub use parallel::{
+    execute_block_parallel, execute_block_parallel_with_stats, first_difference, ParallelConfig,
+    ParallelStats,
+};
 pub use revm::primitives::hardfork::SpecId;
+pub use senders::SenderCache;
 pub use state::{StateError, StateView};
 pub use tx::{intrinsic_gas, RecoveredTx, TxError};

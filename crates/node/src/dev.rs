@@ -12,6 +12,7 @@ use tessera_config::{
     keys::{derive_accounts, DEV_ACCOUNTS, DEV_MNEMONIC},
     Genesis,
 };
+use tessera_execution::ParallelConfig;
 use tessera_primitives::ShardId;
 use tessera_shard::{
     chain::{Chain, ChainError},
@@ -38,6 +39,9 @@ pub struct DevArgs {
     /// Number of shards.
     #[arg(long, default_value_t = 1)]
     pub shards: u16,
+    /// Block-STM worker threads per shard [default: the available cores].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub exec_threads: Option<u64>,
 }
 
 /// Why `tessera dev` stopped with an error.
@@ -144,12 +148,18 @@ pub async fn run(args: DevArgs) -> Result<(), DevError> {
         }
     };
     check_genesis_file(&dir, &genesis)?;
-    let chain = Arc::new(Chain::open(
-        dir.join("shard-0"),
-        &genesis,
-        ShardId(0),
-        MempoolConfig::default(),
-    )?);
+    let chain = Arc::new(
+        Chain::open(
+            dir.join("shard-0"),
+            &genesis,
+            ShardId(0),
+            MempoolConfig::default(),
+        )?
+        .with_execution(match args.exec_threads {
+            Some(n) => ParallelConfig::with_threads(n as usize),
+            None => ParallelConfig::available(),
+        }),
+    );
     let head = chain.head()?;
     tracing::info!(number = head.number, hash = %head.hash(), "chain opened");
 

@@ -9,7 +9,8 @@ use crate::{
 use alloy_primitives::{Address, Bytes, B256};
 use alloy_rlp::BufMut;
 use tessera_execution::{
-    execute_block, BlockEnv, BlockOutput, ChainRules, ExecError, RecoveredTx, TxOutcome,
+    execute_block_parallel, BlockEnv, BlockOutput, ChainRules, ExecError, ParallelConfig,
+    RecoveredTx, TxOutcome,
 };
 use tessera_primitives::{Header, ShardId, StateDiff, EMPTY_ROOT_HASH};
 
@@ -85,13 +86,15 @@ pub fn commit_genesis(
     Ok(header)
 }
 
-/// Executes `txs` as the next block on top of the store's head and commits it atomically.
-/// Transactions the executor refuses are left out of the block (see `output.outcomes`).
+/// Executes `txs` as the next block on top of the store's head (with Block-STM as `execution`
+/// says) and commits it atomically. Transactions the executor refuses are left out of the block
+/// (see `output.outcomes`).
 pub fn apply_block(
     store: &Store,
     rules: &ChainRules,
     template: &BlockTemplate,
     txs: &[RecoveredTx],
+    execution: ParallelConfig,
 ) -> Result<AppliedBlock, ApplyError> {
     let (head_number, head_hash) = store.head()?.ok_or(ApplyError::NotNext {
         number: 0,
@@ -114,7 +117,7 @@ pub fn apply_block(
         difficulty: Default::default(),
         excess_blob_gas: None,
     };
-    let output = execute_block(rules, &env, txs, store)?;
+    let output = execute_block_parallel(rules, &env, txs, store, execution)?;
     let update = commitment::apply_diff(store, parent.state_root, &output.diff)?;
 
     let mut transactions: Vec<Bytes> = Vec::with_capacity(txs.len());
@@ -141,8 +144,8 @@ pub fn apply_block(
             &transactions,
             |t, buf| buf.put_slice(t),
         ),
-        receipts_root: output.receipts_root,
-        logs_bloom: output.logs_bloom,
+        receipts_root: output.receipts_root(),
+        logs_bloom: output.logs_bloom(),
     };
     store.commit_block(BlockCommit {
         header: &header,

@@ -21,7 +21,9 @@ use std::{
     sync::{Mutex, MutexGuard, PoisonError, RwLock},
 };
 use tessera_config::Genesis;
-use tessera_execution::{ChainRules, RecoveredTx, Rejection, TxError, TxOutcome};
+use tessera_execution::{
+    ChainRules, ParallelConfig, RecoveredTx, Rejection, SenderCache, TxError, TxOutcome,
+};
 use tessera_primitives::{Header, ShardId, EMPTY_ROOT_HASH};
 
 /// Failures of the chain (not refusals of transactions).
@@ -58,6 +60,9 @@ pub struct ChainSpec {
     pub gas_limit: u64,
     pub min_base_fee: u64,
     pub fee_recipient: Address,
+    /// How blocks are executed: Block-STM threads, and the size below which a block runs
+    /// sequentially.
+    pub execution: ParallelConfig,
 }
 
 impl ChainSpec {
@@ -68,6 +73,7 @@ impl ChainSpec {
             gas_limit: genesis.gas_limit,
             min_base_fee: genesis.min_base_fee,
             fee_recipient: genesis.fee_recipient,
+            execution: ParallelConfig::available(),
         }
     }
 }
@@ -79,6 +85,9 @@ pub struct Chain {
     store: Store,
     pool: Mutex<Mempool>,
     state_lock: RwLock<()>,
+    /// Senders recovered at admission, so that executing, importing or serving a transaction
+    /// never recovers its signature again.
+    senders: SenderCache,
 }
 
 /// The genesis header of `shard` under `genesis`, computed without a database.
@@ -139,11 +148,23 @@ impl Chain {
             store,
             pool: Mutex::new(Mempool::new(pool)),
             state_lock: RwLock::new(()),
+            senders: SenderCache::default(),
         })
+    }
+
+    /// Executes blocks with `config` instead of one Block-STM worker per core.
+    pub fn with_execution(mut self, config: ParallelConfig) -> Self {
+        self.spec.execution = config;
+        self
     }
 
     pub fn spec(&self) -> &ChainSpec {
         &self.spec
+    }
+
+    /// The sender cache shared by the mempool, block execution and RPC lookups.
+    pub fn senders(&self) -> &SenderCache {
+        &self.senders
     }
 
     /// The store, for reads of immutable per-block data (headers, bodies, receipts, logs).
@@ -173,7 +194,7 @@ impl Chain {
 
     /// Decodes, recovers and admits raw EIP-2718 bytes; returns the transaction hash.
     pub fn submit_raw(&self, raw: &[u8]) -> Result<B256, SubmitError> {
-        let tx = RecoveredTx::decode(raw)?;
+        let tx = self.senders.decode(raw)?;
         let hash = tx.hash;
         self.submit(tx, raw.len())?;
         Ok(hash)
@@ -251,7 +272,13 @@ impl Chain {
             .state_lock
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        let applied = apply_block(&self.store, &self.spec.rules, template, txs)?;
+        let applied = apply_block(
+            &self.store,
+            &self.spec.rules,
+            template,
+            txs,
+            self.spec.execution,
+        )?;
         let mut senders = BTreeSet::new();
         let mut pool = self.pool();
         for (tx, outcome) in txs.iter().zip(&applied.output.outcomes) {

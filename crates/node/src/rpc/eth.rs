@@ -569,7 +569,7 @@ impl Rpc {
         let body = self.block_body(location.block_number)?;
         let tx = body
             .get(location.index as usize)
-            .and_then(|raw| json::stored_tx(raw))
+            .and_then(|raw| self.stored_tx(raw))
             .ok_or_else(|| internal(format!("transaction {hash} missing from its block")))?;
         Ok(Some((tx, place(&header, header.hash(), location.index))))
     }
@@ -583,7 +583,7 @@ impl Rpc {
         let hash = header.hash();
         let mut txs = Vec::with_capacity(body.len());
         for (i, raw) in body.iter().enumerate() {
-            let tx = json::stored_tx(raw).ok_or_else(|| {
+            let tx = self.stored_tx(raw).ok_or_else(|| {
                 internal(format!("block {} holds an undecodable tx", header.number))
             })?;
             txs.push(if full {
@@ -600,6 +600,12 @@ impl Rpc {
             return Ok(Value::Null);
         };
         to_json(qty(self.block_body(header.number)?.len() as u64))
+    }
+
+    /// Decodes a stored transaction; stored bytes were validated before they were committed, and
+    /// their senders are usually in the chain's cache.
+    fn stored_tx(&self, raw: &[u8]) -> Option<tessera_execution::RecoveredTx> {
+        self.chain.senders().decode(raw).ok()
     }
 
     /// The raw transactions of block `number`; empty for a block without any.
@@ -625,7 +631,8 @@ impl Rpc {
         let mut log_index = 0u32;
         let mut out = Vec::with_capacity(receipts.len());
         for (i, (raw, receipt)) in body.iter().zip(&receipts).enumerate() {
-            let tx = json::stored_tx(raw)
+            let tx = self
+                .stored_tx(raw)
                 .ok_or_else(|| internal(format!("block {number} holds an undecodable tx")))?;
             out.push(json::receipt(
                 receipt,

@@ -191,8 +191,3 @@ pub fn block_size(transactions: &[alloy_primitives::Bytes]) -> usize {
     const HEADER_SIZE: usize = 508;
     HEADER_SIZE + transactions.iter().map(|t| t.len()).sum::<usize>()
 }
-
-/// Decodes a stored transaction; stored bytes were validated before they were committed.
-pub fn stored_tx(raw: &[u8]) -> Option<RecoveredTx> {
-    RecoveredTx::decode(raw).ok()
-}

@@ -5,7 +5,7 @@
 use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope, TxLegacy};
 use alloy_primitives::{keccak256, Address, Bytes, Signature, TxKind, B256, U256};
 use std::collections::BTreeMap;
-use tessera_execution::{mem::MemState, ChainRules, Fork, RecoveredTx, TxOutcome};
+use tessera_execution::{mem::MemState, ChainRules, Fork, ParallelConfig, RecoveredTx, TxOutcome};
 use tessera_primitives::{Account, AccountChange, ShardId, StateDiff, EMPTY_CODE_HASH};
 use tessera_shard::{
     apply::{apply_block, commit_genesis, BlockTemplate},
@@ -186,7 +186,9 @@ fn applied_blocks_carry_ethereum_state_roots() {
     ];
     let mut included = 0;
     for (i, txs) in blocks.iter().enumerate() {
-        let applied = apply_block(&store, &rules, &template, txs).unwrap();
+        // Block-STM on every block, even these small ones, over RocksDB.
+        let applied =
+            apply_block(&store, &rules, &template, txs, ParallelConfig::always(2)).unwrap();
         mirror.apply(&applied.output.diff);
         assert_eq!(applied.header.number, i as u64 + 1);
         assert_eq!(
@@ -240,7 +242,8 @@ fn applied_blocks_carry_ethereum_state_roots() {
             &reopened,
             &rules,
             &template,
-            &[transfer(&alice, 3, bob.address, 1)]
+            &[transfer(&alice, 3, bob.address, 1)],
+            ParallelConfig::always(2),
         )
         .unwrap()
         .output

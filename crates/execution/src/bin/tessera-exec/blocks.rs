@@ -12,7 +12,8 @@ use std::{
     path::{Path, PathBuf},
 };
 use tessera_execution::{
-    execute_block, mem::MemState, BlockEnv, ChainRules, Fork, RecoveredTx, TxOutcome,
+    execute_block, execute_block_parallel_with_stats, first_difference, mem::MemState, BlockEnv,
+    ChainRules, Fork, ParallelConfig, RecoveredTx, TxOutcome,
 };
 use tessera_primitives::{Account, EMPTY_CODE_HASH};
 
@@ -82,7 +83,7 @@ fn block_dirs(dir: &Path) -> Result<Vec<(u64, PathBuf)>, String> {
     Ok(out)
 }
 
-pub fn run(dir: &Path) -> Tally {
+pub fn run(dir: &Path, parallel: Option<ParallelConfig>) -> Tally {
     let mut tally = Tally::default();
     let hashes: BTreeMap<u64, B256> =
         match read_json::<BTreeMap<String, B256>>(&dir.join("block_hashes.json")) {
@@ -104,8 +105,10 @@ pub fn run(dir: &Path) -> Tally {
             return tally;
         }
     };
+    let mut fallbacks = crate::Fallbacks::default();
+    let ran = dirs.len();
     for (number, path) in dirs {
-        match run_block(&path, &hashes) {
+        match run_block(&path, &hashes, parallel, &mut fallbacks) {
             Ok(()) => tally.passed += 1,
             Err(why) => {
                 println!("FAIL block {number}: {why}");
@@ -113,10 +116,90 @@ pub fn run(dir: &Path) -> Tally {
             }
         }
     }
+    if parallel.is_some() {
+        fallbacks.print(ran);
+    }
     tally
 }
 
-fn run_block(path: &Path, hashes: &BTreeMap<u64, B256>) -> Result<(), String> {
+/// A mainnet block ready to execute: its rules, environment, pre-state and transactions.
+pub struct MainnetBlock {
+    pub number: u64,
+    pub rules: ChainRules,
+    pub env: BlockEnv,
+    pub pre: MemState,
+    pub txs: Vec<RecoveredTx>,
+    header: HeaderJson,
+}
+
+/// Every block of a fixture folder, in order.
+pub fn load(dir: &Path) -> Result<Vec<MainnetBlock>, String> {
+    let hashes: BTreeMap<u64, B256> =
+        read_json::<BTreeMap<String, B256>>(&dir.join("block_hashes.json"))?
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.parse().ok()?, v)))
+            .collect();
+    block_dirs(dir)?
+        .into_iter()
+        .map(|(number, path)| {
+            load_block(&path, &hashes).map_err(|e| format!("block {number}: {e}"))
+        })
+        .collect()
+}
+
+fn run_block(
+    path: &Path,
+    hashes: &BTreeMap<u64, B256>,
+    parallel: Option<ParallelConfig>,
+    fallbacks: &mut crate::Fallbacks,
+) -> Result<(), String> {
+    let MainnetBlock {
+        number,
+        rules,
+        env,
+        pre: state,
+        txs,
+        header: block,
+    } = load_block(path, hashes)?;
+    let output = execute_block(&rules, &env, &txs, &state).map_err(|e| e.to_string())?;
+    if let Some(config) = parallel {
+        let (parallel_output, stats) =
+            execute_block_parallel_with_stats(&rules, &env, &txs, &state, config)
+                .map_err(|e| format!("parallel: {e}"))?;
+        fallbacks.note(&stats);
+        if let Some(difference) = first_difference(&output, &parallel_output) {
+            return Err(format!(
+                "parallel ({} threads) differs from sequential: {difference}",
+                config.threads
+            ));
+        }
+    }
+    for (i, outcome) in output.outcomes.iter().enumerate() {
+        if let TxOutcome::Rejected(r) = outcome {
+            return Err(format!("tx {i} refused: {r}"));
+        }
+    }
+    let expected_gas: u64 = block.gas_used.saturating_to();
+    if output.gas_used != expected_gas {
+        return Err(format!(
+            "gasUsed {} != header {expected_gas}",
+            output.gas_used
+        ));
+    }
+    if output.logs_bloom() != block.logs_bloom {
+        return Err("logsBloom differs from the header".into());
+    }
+    if number >= BYZANTIUM_BLOCK && output.receipts_root() != block.receipts_root {
+        return Err(format!(
+            "receiptsRoot {} != header {}",
+            output.receipts_root(),
+            block.receipts_root
+        ));
+    }
+    Ok(())
+}
+
+fn load_block(path: &Path, hashes: &BTreeMap<u64, B256>) -> Result<MainnetBlock, String> {
     let block: HeaderJson = read_json(&path.join("block.json"))?;
     let pre: BTreeMap<Address, PreAccount> = read_json(&path.join("pre_state.json"))?;
     let bytecodes: BTreeMap<B256, Bytes> = read_json(&path.join("bytecodes.json"))?;
@@ -192,27 +275,12 @@ fn run_block(path: &Path, hashes: &BTreeMap<u64, B256>) -> Result<(), String> {
         excess_blob_gas: block.excess_blob_gas.map(|e| e.saturating_to()),
     };
     let rules = ChainRules { chain_id: 1, fork };
-    let output = execute_block(&rules, &env, &txs, &state).map_err(|e| e.to_string())?;
-    for (i, outcome) in output.outcomes.iter().enumerate() {
-        if let TxOutcome::Rejected(r) = outcome {
-            return Err(format!("tx {i} refused: {r}"));
-        }
-    }
-    let expected_gas: u64 = block.gas_used.saturating_to();
-    if output.gas_used != expected_gas {
-        return Err(format!(
-            "gasUsed {} != header {expected_gas}",
-            output.gas_used
-        ));
-    }
-    if output.logs_bloom != block.logs_bloom {
-        return Err("logsBloom differs from the header".into());
-    }
-    if number >= BYZANTIUM_BLOCK && output.receipts_root != block.receipts_root {
-        return Err(format!(
-            "receiptsRoot {} != header {}",
-            output.receipts_root, block.receipts_root
-        ));
-    }
-    Ok(())
+    Ok(MainnetBlock {
+        number,
+        rules,
+        env,
+        pre: state,
+        txs,
+        header: block,
+    })
 }

@@ -4,6 +4,7 @@
 //! Every subcommand prints one line per failure and ends with `N passed, N failed, N skipped`;
 //! it exits non-zero when anything failed.
 
+mod bench;
 mod blocks;
 mod statetest;
 
@@ -28,10 +29,62 @@ enum Command {
         /// Files or folders (searched recursively for `*.json`).
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        #[command(flatten)]
+        parallel: ParallelArgs,
     },
     /// Run a folder of mainnet blocks (`blocks/<N>/{block,pre_state,bytecodes}.json` and
     /// `block_hashes.json`) and check gasUsed, logsBloom and receiptsRoot against the headers.
-    Blocks { dir: PathBuf },
+    Blocks {
+        dir: PathBuf,
+        #[command(flatten)]
+        parallel: ParallelArgs,
+    },
+    /// Time a plain revm loop, the sequential executor and Block-STM on synthetic and mainnet
+    /// workloads; every run's final state is checked against the plain loop's.
+    Bench(bench::Args),
+}
+
+/// Also run each case through Block-STM and require the same results as the sequential path.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct ParallelArgs {
+    /// Run Block-STM (on every block, however small) besides the sequential executor and
+    /// compare receipts, gas, logs and the full state diff.
+    #[arg(long)]
+    pub parallel: bool,
+    /// Block-STM worker threads.
+    #[arg(long, default_value_t = 2, requires = "parallel")]
+    pub threads: usize,
+}
+
+impl ParallelArgs {
+    /// The configuration to compare against the sequential executor, if asked to.
+    pub fn config(self) -> Option<tessera_execution::ParallelConfig> {
+        self.parallel
+            .then(|| tessera_execution::ParallelConfig::always(self.threads))
+    }
+}
+
+/// How many parallel runs fell back to the sequential executor, and why.
+#[derive(Debug, Default)]
+pub struct Fallbacks(pub std::collections::BTreeMap<&'static str, usize>);
+
+impl Fallbacks {
+    pub fn note(&mut self, stats: &tessera_execution::ParallelStats) {
+        if let Some(why) = stats.fallback {
+            *self.0.entry(why).or_default() += 1;
+        }
+    }
+
+    pub fn print(&self, ran: usize) {
+        let fell_back: usize = self.0.values().sum();
+        println!(
+            "parallel: {} of {ran} ran on Block-STM, {fell_back} fell back to sequential",
+            ran - fell_back
+        );
+        for (why, n) in &self.0 {
+            println!("  fallback ({n}): {why}");
+        }
+    }
 }
 
 /// Counts of a run, printed as the closing line.
@@ -59,8 +112,9 @@ impl Tally {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let tally = match cli.command {
-        Command::Statetest { paths } => statetest::run(&paths),
-        Command::Blocks { dir } => blocks::run(&dir),
+        Command::Statetest { paths, parallel } => statetest::run(&paths, parallel.config()),
+        Command::Blocks { dir, parallel } => blocks::run(&dir, parallel.config()),
+        Command::Bench(args) => return bench::run(&args),
     };
     tally.finish()
 }

@@ -10,8 +10,9 @@ use std::{
     path::{Path, PathBuf},
 };
 use tessera_execution::{
-    execute_block, mem::MemState, receipts::logs_hash, BlockEnv, ChainRules, Fork, RecoveredTx,
-    StateError, StateView, TxOutcome,
+    execute_block, execute_block_parallel_with_stats, first_difference, mem::MemState,
+    receipts::logs_hash, BlockEnv, ChainRules, Fork, ParallelConfig, RecoveredTx, StateError,
+    StateView, TxOutcome,
 };
 use tessera_primitives::{Account, Bytes};
 
@@ -90,9 +91,11 @@ fn supported_fork(name: &SpecName) -> Result<Fork, String> {
     })
 }
 
-pub fn run(paths: &[PathBuf]) -> Tally {
+pub fn run(paths: &[PathBuf], parallel: Option<ParallelConfig>) -> Tally {
     let mut tally = Tally::default();
     let mut skip_reasons = BTreeSet::new();
+    let mut fallbacks = crate::Fallbacks::default();
+    let mut ran = 0;
     for file in json_files(paths) {
         let suite: BTreeMap<String, TestUnit> = match std::fs::read(&file)
             .map_err(|e| e.to_string())
@@ -129,7 +132,8 @@ pub fn run(paths: &[PathBuf]) -> Tally {
                         case.indexes.gas,
                         case.indexes.value
                     );
-                    match run_case(unit, &pre, fork, case) {
+                    ran += 1;
+                    match run_case(unit, &pre, fork, case, parallel, &mut fallbacks) {
                         Ok(()) => tally.passed += 1,
                         Err(why) => {
                             println!("FAIL {id}: {why}");
@@ -139,6 +143,9 @@ pub fn run(paths: &[PathBuf]) -> Tally {
                 }
             }
         }
+    }
+    if parallel.is_some() {
+        fallbacks.print(ran);
     }
     tally
 }
@@ -206,7 +213,14 @@ fn block_env(unit: &TestUnit) -> BlockEnv {
     }
 }
 
-fn run_case(unit: &TestUnit, pre: &MemState, fork: Fork, case: &Test) -> Result<(), String> {
+fn run_case(
+    unit: &TestUnit,
+    pre: &MemState,
+    fork: Fork,
+    case: &Test,
+    parallel: Option<ParallelConfig>,
+    fallbacks: &mut crate::Fallbacks,
+) -> Result<(), String> {
     let rules = ChainRules {
         chain_id: unit
             .env
@@ -226,8 +240,18 @@ fn run_case(unit: &TestUnit, pre: &MemState, fork: Fork, case: &Test) -> Result<
         Err(e) => return Err(format!("transaction refused at decoding: {e}")),
     };
     let state = TestState(pre.clone());
-    let output = execute_block(&rules, &block_env(unit), std::slice::from_ref(&tx), &state)
+    let txs = std::slice::from_ref(&tx);
+    let output = execute_block(&rules, &block_env(unit), txs, &state)
         .map_err(|e| format!("execution error: {e}"))?;
+    if let Some(config) = parallel {
+        let (parallel_output, stats) =
+            execute_block_parallel_with_stats(&rules, &block_env(unit), txs, &state, config)
+                .map_err(|e| format!("parallel execution error: {e}"))?;
+        fallbacks.note(&stats);
+        if let Some(difference) = first_difference(&output, &parallel_output) {
+            return Err(format!("parallel differs from sequential: {difference}"));
+        }
+    }
     let receipt = match (&output.outcomes[0], expect_exception) {
         (TxOutcome::Rejected(_), true) => return Ok(()),
         (TxOutcome::Rejected(r), false) => return Err(format!("transaction refused: {r}")),

@@ -1,0 +1,660 @@
+//! Parallel block execution: Block-STM (Gelashvili et al., 2022) on revm, with results identical
+//! to [`execute_block`](crate::execute_block).
+//!
+//! Transactions execute optimistically on several threads against a multi-version memory
+//! ([`mv`]): each read sees the latest write of a lower transaction, or the state before the
+//! block. After executing, a transaction is validated by resolving its reads again; if any value
+//! changed it is aborted, its writes become ESTIMATE markers (readers above wait for its
+//! re-execution instead of using them), and it runs again. The collaborative scheduler
+//! ([`scheduler`]) hands out executions and validations in transaction order so that the block
+//! is done exactly when every transaction has executed and validated against the final writes
+//! below it, which is the sequential result.
+//!
+//! Three things keep ordinary blocks from conflicting on accounts every transaction touches:
+//! - **Deferred fee credit.** revm's handler credits the fee recipient after each transaction,
+//!   which would make every transaction read and write one balance. Here that step is skipped
+//!   ([`DeferredReward`]); each transaction publishes its fee, and the credits are applied in
+//!   order when the block is assembled. A transaction that does look at the fee recipient (a
+//!   payment to the miner, `BALANCE(COINBASE)`) reads it with every lower transaction's fee
+//!   credited, and so depends on all of them, as it must.
+//! - **Lazy transfer credits.** A plain value transfer to an account without code runs against a
+//!   zero balance for the recipient and publishes the amount as a credit. Many transfers to one
+//!   address then do not conflict; a transaction that reads that balance sums the credits.
+//! - **Senders recovered beforehand** (see [`crate::senders`]), once per transaction, not per
+//!   incarnation.
+//!
+//! What the block needs but this executor does not model goes to the sequential executor, which
+//! gives the same results: blocks below [`ParallelConfig::min_txs`], a transaction that does not
+//! fit the block's remaining gas, EIP-7610 accounts (storage without nonce or code), and a fee
+//! recipient that self-destructs.
+
+mod db;
+mod mv;
+mod scheduler;
+
+use crate::{
+    executor::{
+        cfg_env, diff_from_evm_state, execute_block_dyn, receipt_from, revm_block_env, BlockOutput,
+        ExecError, Rejection, TxOutcome,
+    },
+    fork::eip1283_sstore,
+    state::StateView,
+    BlockEnv, ChainRules, RecoveredTx,
+};
+use alloy_consensus::Transaction as _;
+use alloy_primitives::{Address, Bytes, TxKind, B256, U256};
+use db::{credit_fee, BlockState, DbError, Read, TxDb};
+use mv::{Fee, Location, MvMemory, Value};
+use revm::{
+    bytecode::opcode::SSTORE,
+    context::{
+        result::{EVMError, ExecutionResult, HaltReason},
+        ContextSetters,
+    },
+    context_interface::{ContextTr, JournalTr},
+    handler::{
+        EvmTr, EvmTrError, FrameResult, FrameTr, Handler, MainBuilder, MainContext, MainnetContext,
+        MainnetEvm,
+    },
+    interpreter::{interpreter_action::FrameInit, Instruction},
+    primitives::hardfork::SpecId,
+    state::EvmState,
+    Context, ExecuteEvm,
+};
+use scheduler::{Scheduler, Task, Version};
+use std::{
+    marker::PhantomData,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Mutex, MutexGuard,
+    },
+};
+use tessera_primitives::{Account, AccountChange, StateDiff};
+
+/// How blocks are executed in parallel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParallelConfig {
+    /// Worker threads, the calling thread included.
+    pub threads: usize,
+    /// Blocks with fewer transactions run sequentially: starting workers and keeping versions
+    /// costs more than it gains on them.
+    pub min_txs: usize,
+}
+
+impl ParallelConfig {
+    /// Below this many transactions a block runs sequentially by default.
+    pub const DEFAULT_MIN_TXS: usize = 16;
+
+    /// `threads` workers. With a single thread there is nothing to gain, so every block runs
+    /// sequentially.
+    pub fn with_threads(threads: usize) -> Self {
+        let threads = threads.max(1);
+        ParallelConfig {
+            threads,
+            min_txs: if threads == 1 {
+                usize::MAX
+            } else {
+                Self::DEFAULT_MIN_TXS
+            },
+        }
+    }
+
+    /// One worker per available core.
+    pub fn available() -> Self {
+        Self::with_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    /// Block-STM for every block, however small, even on one thread: what tests and benchmarks
+    /// of the parallel path use.
+    pub fn always(threads: usize) -> Self {
+        ParallelConfig {
+            threads: threads.max(1),
+            min_txs: 0,
+        }
+    }
+}
+
+impl Default for ParallelConfig {
+    fn default() -> Self {
+        Self::available()
+    }
+}
+
+/// What a parallel run did, for tests, tools and benchmarks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParallelStats {
+    /// Incarnations started, including those that stopped to wait for another transaction.
+    pub executions: usize,
+    /// Validations that failed and sent a transaction back to execution.
+    pub aborts: usize,
+    /// Why the block ran on the sequential executor instead, if it did.
+    pub fallback: Option<&'static str>,
+}
+
+/// Executes `txs` on top of `state` with Block-STM; the output is identical to
+/// [`execute_block`](crate::execute_block)'s.
+pub fn execute_block_parallel<S: StateView + Sync>(
+    rules: &ChainRules,
+    env: &BlockEnv,
+    txs: &[RecoveredTx],
+    state: &S,
+    config: ParallelConfig,
+) -> Result<BlockOutput, ExecError> {
+    execute_block_parallel_with_stats(rules, env, txs, state, config).map(|(output, _)| output)
+}
+
+/// [`execute_block_parallel`], also reporting what the parallel run did.
+pub fn execute_block_parallel_with_stats<S: StateView + Sync>(
+    rules: &ChainRules,
+    env: &BlockEnv,
+    txs: &[RecoveredTx],
+    state: &S,
+    config: ParallelConfig,
+) -> Result<(BlockOutput, ParallelStats), ExecError> {
+    let mut stats = ParallelStats::default();
+    if txs.len() < config.min_txs {
+        stats.fallback = Some("small block");
+    } else {
+        match block_stm(rules, env, txs, state, config.threads, &mut stats) {
+            Ok(output) => return Ok((output, stats)),
+            Err(Halt::Fallback(why)) => stats.fallback = Some(why),
+            Err(Halt::Error(e)) => return Err(e),
+        }
+    }
+    Ok((execute_block_dyn(rules, env, txs, state)?, stats))
+}
+
+/// Why the parallel run stopped short.
+enum Halt {
+    Fallback(&'static str),
+    Error(ExecError),
+}
+
+/// Why an incarnation did not finish.
+enum Stop {
+    /// It must wait for this lower transaction.
+    Blocked(usize),
+    Halt(Halt),
+}
+
+impl From<DbError> for Stop {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Blocked(idx) => Stop::Blocked(idx),
+            DbError::Fallback(why) => Stop::Halt(Halt::Fallback(why)),
+            DbError::State(e) => Stop::Halt(Halt::Error(ExecError::State(e))),
+        }
+    }
+}
+
+impl From<crate::state::StateError> for Halt {
+    fn from(e: crate::state::StateError) -> Self {
+        Halt::Error(ExecError::State(e))
+    }
+}
+
+/// revm's mainnet handler without the fee recipient's credit, which the block applies later.
+struct DeferredReward<EVM, ERROR>(PhantomData<(EVM, ERROR)>);
+
+impl<EVM, ERROR> Handler for DeferredReward<EVM, ERROR>
+where
+    EVM: EvmTr<
+        Context: ContextTr<Journal: JournalTr<State = EvmState>>,
+        Frame: FrameTr<FrameResult = FrameResult, FrameInit = FrameInit>,
+    >,
+    ERROR: EvmTrError<EVM>,
+{
+    type Evm = EVM;
+    type Error = ERROR;
+    type HaltReason = HaltReason;
+
+    fn reward_beneficiary(
+        &self,
+        _evm: &mut Self::Evm,
+        _exec_result: &mut FrameResult,
+    ) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+/// revm as one worker runs it.
+type ParallelEvm<'a> = MainnetEvm<MainnetContext<TxDb<'a>>>;
+
+/// The last execution of one transaction.
+struct TxResult {
+    outcome: Result<ExecutionResult, Rejection>,
+    diff: StateDiff,
+    /// The recipient whose balance in `diff` is a credit, not a balance.
+    lazy_recipient: Option<Address>,
+    fee: Fee,
+}
+
+/// Per transaction: its last result and the reads it was made from.
+#[derive(Default)]
+struct Slot {
+    result: Option<TxResult>,
+    reads: Vec<Read>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct Run<'a> {
+    rules: &'a ChainRules,
+    env: &'a BlockEnv,
+    txs: &'a [RecoveredTx],
+    cfg: revm::context::CfgEnv,
+    block_env: revm::context::BlockEnv,
+    spec: SpecId,
+    state: BlockState<'a>,
+    scheduler: Scheduler,
+    slots: Box<[Mutex<Slot>]>,
+    lazy: Box<[Option<Address>]>,
+    halt: Mutex<Option<Halt>>,
+    executions: AtomicUsize,
+    aborts: AtomicUsize,
+}
+
+/// A transaction the executor can credit lazily: a plain value transfer (no calldata, no
+/// authorizations) to someone other than its sender, the fee recipient or a precompile. Whether
+/// the recipient has code is only known when the transfer runs.
+fn lazy_recipient(tx: &RecoveredTx, beneficiary: Address) -> Option<Address> {
+    let TxKind::Call(to) = tx.envelope.kind() else {
+        return None;
+    };
+    let envelope = &tx.envelope;
+    let plain = envelope.input().is_empty()
+        && !envelope.value().is_zero()
+        && envelope.authorization_list().is_none_or(|l| l.is_empty());
+    let precompile_range = to.0[..18].iter().all(|b| *b == 0);
+    (plain && to != tx.sender && to != beneficiary && !precompile_range).then_some(to)
+}
+
+fn block_stm(
+    rules: &ChainRules,
+    env: &BlockEnv,
+    txs: &[RecoveredTx],
+    view: &(dyn StateView + Sync),
+    threads: usize,
+    stats: &mut ParallelStats,
+) -> Result<BlockOutput, Halt> {
+    let cfg = cfg_env(rules);
+    let block_env = revm_block_env(env, &cfg);
+    let spec = rules.fork.spec_id();
+    let beneficiary_before = view.account(&env.beneficiary)?;
+    if beneficiary_before.is_some_and(|b| b.is_empty()) && view.has_storage(&env.beneficiary)? {
+        // Crediting it a zero fee would delete it with its storage mid-block.
+        return Err(Halt::Fallback("the fee recipient is empty but has storage"));
+    }
+    let run = Run {
+        rules,
+        env,
+        txs,
+        cfg,
+        block_env,
+        spec,
+        state: BlockState {
+            mv: MvMemory::new(txs.len()),
+            view,
+            beneficiary: env.beneficiary,
+            beneficiary_before,
+            state_clear: spec.is_enabled_in(SpecId::SPURIOUS_DRAGON),
+        },
+        scheduler: Scheduler::new(txs.len()),
+        slots: (0..txs.len()).map(|_| Mutex::default()).collect(),
+        lazy: txs
+            .iter()
+            .map(|tx| lazy_recipient(tx, env.beneficiary))
+            .collect(),
+        halt: Mutex::new(None),
+        executions: AtomicUsize::new(0),
+        aborts: AtomicUsize::new(0),
+    };
+    std::thread::scope(|s| {
+        for _ in 1..threads.max(1) {
+            s.spawn(|| run.work());
+        }
+        run.work();
+    });
+    stats.executions = run.executions.load(Ordering::Relaxed);
+    stats.aborts = run.aborts.load(Ordering::Relaxed);
+    if let Some(halt) = lock(&run.halt).take() {
+        return Err(halt);
+    }
+    run.assemble()
+}
+
+impl Run<'_> {
+    fn stop(&self, halt: Halt) {
+        lock(&self.halt).get_or_insert(halt);
+        self.scheduler.halt();
+    }
+
+    /// One worker: takes tasks until the block is done.
+    fn work(&self) {
+        let mut evm = Context::mainnet()
+            .with_cfg(self.cfg.clone())
+            .with_block(self.block_env.clone())
+            .with_db(TxDb::new(&self.state))
+            .build_mainnet();
+        if self.rules.fork.needs_eip1283_sstore() {
+            evm.instruction
+                .insert_instruction(SSTORE, Instruction::new(eip1283_sstore), 0);
+        }
+        let mut task = None;
+        while !self.scheduler.done() {
+            task = match task {
+                Some(Task::Execute(version)) => self.try_execute(&mut evm, version),
+                Some(Task::Validate(version)) => self.validate(version),
+                None => {
+                    let next = self.scheduler.next_task();
+                    if next.is_none() {
+                        // Others hold the remaining work; with more workers than cores,
+                        // spinning would take the core from the one that could finish it.
+                        std::thread::yield_now();
+                    }
+                    next
+                }
+            };
+        }
+    }
+
+    /// Executes `version` until it finishes or has to wait for a lower transaction.
+    fn try_execute<'s>(&'s self, evm: &mut ParallelEvm<'s>, version: Version) -> Option<Task> {
+        let idx = version.idx;
+        loop {
+            self.executions.fetch_add(1, Ordering::Relaxed);
+            match self.execute(evm, idx) {
+                Ok(result) => {
+                    let writes = writes_of(&result.diff, result.lazy_recipient);
+                    let codes: Vec<(B256, Bytes)> = result
+                        .diff
+                        .codes
+                        .iter()
+                        .map(|(h, c)| (*h, c.clone()))
+                        .collect();
+                    let fee = result.fee;
+                    {
+                        let mut slot = lock(&self.slots[idx]);
+                        slot.result = Some(result);
+                        std::mem::swap(
+                            &mut slot.reads,
+                            &mut evm.ctx.journaled_state.database.reads,
+                        );
+                    }
+                    let wrote_new = self.state.mv.publish(idx, writes, codes, fee);
+                    return self.scheduler.finish_execution(version, wrote_new);
+                }
+                Err(Stop::Blocked(blocking)) => {
+                    if self.scheduler.add_dependency(idx, blocking) {
+                        return None;
+                    }
+                    // It finished in the meantime: read again.
+                }
+                Err(Stop::Halt(halt)) => {
+                    self.stop(halt);
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// One incarnation of transaction `idx`.
+    fn execute<'s>(&'s self, evm: &mut ParallelEvm<'s>, idx: usize) -> Result<TxResult, Stop> {
+        let tx = &self.txs[idx];
+        evm.ctx.journaled_state.database.begin(idx, self.lazy[idx]);
+        evm.ctx.set_tx(tx.tx_env());
+        let outcome = DeferredReward::<_, EVMError<DbError>>(PhantomData).run(evm);
+        let state = evm.finalize();
+        let execution = match outcome {
+            Ok(execution) => execution,
+            Err(EVMError::Database(e)) => return Err(e.into()),
+            Err(EVMError::Transaction(invalid)) => {
+                return Ok(TxResult {
+                    outcome: Err(Rejection::Invalid(invalid.to_string())),
+                    diff: StateDiff::default(),
+                    lazy_recipient: None,
+                    fee: Fee::None,
+                })
+            }
+            Err(EVMError::Header(h)) => {
+                return Err(Stop::Halt(Halt::Error(ExecError::Header(h.to_string()))))
+            }
+            Err(other) => return Err(Stop::Halt(Halt::Error(ExecError::Evm(other.to_string())))),
+        };
+        if state
+            .get(&self.env.beneficiary)
+            .is_some_and(|a| a.is_selfdestructed())
+        {
+            // Its fee would be credited to an account the sequential executor deletes.
+            return Err(Stop::Halt(Halt::Fallback(
+                "the fee recipient self-destructs",
+            )));
+        }
+        let db = &evm.ctx.journaled_state.database;
+        let lazy_recipient = if db.lazy_used { self.lazy[idx] } else { None };
+        let price = tx.envelope.effective_gas_price(Some(self.env.base_fee));
+        let tip = if self.spec.is_enabled_in(SpecId::LONDON) {
+            price.saturating_sub(self.env.base_fee as u128)
+        } else {
+            price
+        };
+        let fee = Fee::Credit(U256::from(tip) * U256::from(execution.tx_gas_used()));
+        Ok(TxResult {
+            outcome: Ok(execution),
+            diff: diff_from_evm_state(state, self.spec),
+            lazy_recipient,
+            fee,
+        })
+    }
+
+    fn validate(&self, version: Version) -> Option<Task> {
+        let valid = {
+            let slot = lock(&self.slots[version.idx]);
+            self.state.validate(version.idx, &slot.reads)
+        };
+        let aborted = !valid && self.scheduler.try_validation_abort(version);
+        if aborted {
+            self.aborts.fetch_add(1, Ordering::Relaxed);
+            self.state.mv.mark_estimates(version.idx);
+        }
+        self.scheduler.finish_validation(version.idx, aborted)
+    }
+
+    /// Puts the block together in transaction order: receipts with cumulative gas, lazy credits
+    /// turned into balances, and each transaction's fee credited after it.
+    fn assemble(&self) -> Result<BlockOutput, Halt> {
+        let mut diff = StateDiff::default();
+        let mut outcomes = Vec::with_capacity(self.txs.len());
+        let mut gas_used = 0u64;
+        let beneficiary = self.env.beneficiary;
+        // The fee recipient as of the transactions so far. Its credits are kept here and written
+        // to `diff` only before a transaction that changes it and at the end; `pending` says
+        // whether they changed it since, and whether one deleted it (EIP-161).
+        let mut recipient = self.state.beneficiary_before;
+        let mut pending: Option<bool> = None;
+        for (tx, slot) in self.txs.iter().zip(self.slots.iter()) {
+            let result = lock(slot)
+                .result
+                .take()
+                .expect("every transaction executed before the block is done");
+            let remaining = self.env.gas_limit - gas_used;
+            let gas_limit = tx.envelope.gas_limit();
+            if gas_limit > remaining {
+                if result.outcome.is_ok() {
+                    // The sequential executor refuses it, and every later transaction sees the
+                    // state without it: not what the parallel run assumed.
+                    return Err(Halt::Fallback(
+                        "a transaction exceeds the block's remaining gas",
+                    ));
+                }
+                // Refused either way, and a refused transaction changes nothing.
+                outcomes.push(TxOutcome::Rejected(Rejection::BlockGasExceeded {
+                    gas_limit,
+                    remaining,
+                }));
+                continue;
+            }
+            let execution = match result.outcome {
+                Ok(execution) => execution,
+                Err(rejection) => {
+                    outcomes.push(TxOutcome::Rejected(rejection));
+                    continue;
+                }
+            };
+            let mut tx_diff = result.diff;
+            if let Some(recipient) = result.lazy_recipient {
+                if let Some(info) = tx_diff
+                    .accounts
+                    .get_mut(&recipient)
+                    .and_then(|c| c.info.as_mut())
+                {
+                    let before = current(&diff, self.state.view, recipient)?;
+                    info.balance += before.map_or(U256::ZERO, |a| a.balance);
+                }
+            }
+            if tx_diff.accounts.contains_key(&beneficiary) {
+                flush(&mut diff, beneficiary, recipient, &mut pending);
+                diff.merge(tx_diff);
+                recipient = diff.accounts[&beneficiary].info;
+            } else {
+                diff.merge(tx_diff);
+            }
+            if let Fee::Credit(fee) = result.fee {
+                let after = credit_fee(recipient, fee, self.state.state_clear);
+                if after != recipient {
+                    pending = Some(pending.unwrap_or(false) || after.is_none());
+                    recipient = after;
+                }
+            }
+            let tx_gas = execution.tx_gas_used();
+            gas_used += tx_gas;
+            let effective_gas_price = tx.envelope.effective_gas_price(Some(self.env.base_fee));
+            outcomes.push(TxOutcome::Included(receipt_from(
+                execution,
+                tx,
+                tx_gas,
+                gas_used,
+                effective_gas_price,
+            )));
+        }
+        flush(&mut diff, beneficiary, recipient, &mut pending);
+        Ok(BlockOutput {
+            outcomes,
+            diff,
+            gas_used,
+        })
+    }
+}
+
+/// Writes the fee recipient's credits since the last flush into `diff`, as merging each
+/// credit's change in turn would have: a deletion among them empties the entry's storage.
+fn flush(
+    diff: &mut StateDiff,
+    beneficiary: Address,
+    recipient: Option<Account>,
+    pending: &mut Option<bool>,
+) {
+    let Some(cleared) = pending.take() else {
+        return;
+    };
+    match diff.accounts.get_mut(&beneficiary) {
+        Some(entry) if !cleared => entry.info = recipient,
+        _ => {
+            diff.accounts.insert(
+                beneficiary,
+                AccountChange {
+                    info: recipient,
+                    storage_cleared: cleared,
+                    storage: Default::default(),
+                },
+            );
+        }
+    }
+}
+
+/// An account as of the changes so far, over the state before the block.
+fn current(
+    diff: &StateDiff,
+    view: &(dyn StateView + Sync),
+    address: Address,
+) -> Result<Option<Account>, Halt> {
+    Ok(match diff.accounts.get(&address) {
+        Some(change) => change.info,
+        None => view.account(&address)?,
+    })
+}
+
+/// The locations and values a transaction's state changes write.
+fn writes_of(diff: &StateDiff, lazy_recipient: Option<Address>) -> Vec<(Location, Value)> {
+    let mut writes = Vec::with_capacity(diff.key_count() + 1);
+    for (&address, change) in &diff.accounts {
+        if lazy_recipient == Some(address) {
+            if let Some(info) = change.info {
+                writes.push((Location::Account(address), Value::Credit(info.balance)));
+            }
+            continue;
+        }
+        writes.push((Location::Account(address), Value::Account(change.info)));
+        if change.storage_cleared {
+            writes.push((Location::Cleared(address), Value::Cleared));
+        }
+        for (&slot, &value) in &change.storage {
+            writes.push((Location::Storage(address, slot), Value::Storage(value)));
+        }
+    }
+    writes
+}
+
+/// The first way `got` differs from `expected` (outcomes, receipts, gas, bloom, receipts root,
+/// then the state diff account by account), or `None` if they are identical.
+pub fn first_difference(expected: &BlockOutput, got: &BlockOutput) -> Option<String> {
+    if expected.outcomes.len() != got.outcomes.len() {
+        return Some(format!(
+            "{} outcomes != {}",
+            got.outcomes.len(),
+            expected.outcomes.len()
+        ));
+    }
+    for (i, (e, g)) in expected.outcomes.iter().zip(&got.outcomes).enumerate() {
+        if e != g {
+            return Some(format!("tx {i}: {g:?} != {e:?}"));
+        }
+    }
+    if expected.gas_used != got.gas_used {
+        return Some(format!(
+            "gas used {} != {}",
+            got.gas_used, expected.gas_used
+        ));
+    }
+    if expected.logs_bloom() != got.logs_bloom() {
+        return Some("logs bloom differs".into());
+    }
+    if expected.receipts_root() != got.receipts_root() {
+        return Some(format!(
+            "receipts root {} != {}",
+            got.receipts_root(),
+            expected.receipts_root()
+        ));
+    }
+    let addresses: std::collections::BTreeSet<&Address> = expected
+        .diff
+        .accounts
+        .keys()
+        .chain(got.diff.accounts.keys())
+        .collect();
+    for address in addresses {
+        let (e, g) = (
+            expected.diff.accounts.get(address),
+            got.diff.accounts.get(address),
+        );
+        if e != g {
+            return Some(format!("state of {address}: {g:?} != {e:?}"));
+        }
+    }
+    if expected.diff.codes != got.diff.codes {
+        return Some("deployed code differs".into());
+    }
+    None
+}

@@ -1,0 +1,356 @@
+//! Multi-version memory: for every location some transaction of the block wrote, the value each
+//! writer left, by transaction index. A read by transaction `i` sees the latest write below `i`,
+//! or the state before the block when there is none.
+//!
+//! Reads are validated by value: a transaction's execution is a function of the values it read,
+//! so if every value it read resolves to the same thing again (and no read meets an ESTIMATE),
+//! executing it again would give the same writes. A read that resolved to the state before the
+//! block is recorded as such and compared without reading that state again.
+
+use alloy_primitives::{map::HashMap, Address, Bytes, B256, U256};
+use std::{
+    collections::BTreeMap,
+    hash::{BuildHasher, Hash},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Mutex, MutexGuard,
+    },
+};
+use tessera_primitives::Account;
+
+/// Index of a transaction in its block.
+pub(crate) type TxIdx = usize;
+
+/// Lock shards of the location map: enough that two workers rarely meet on one lock.
+const SHARDS: usize = 256;
+
+/// A unit of state a transaction reads or writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Location {
+    /// Nonce, balance, code hash and existence.
+    Account(Address),
+    Storage(Address, U256),
+    /// The account's storage was emptied (created or deleted) by the writer.
+    Cleared(Address),
+}
+
+/// What a transaction wrote to a location.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Value {
+    /// The account as the writer left it; `None` deletes it.
+    Account(Option<Account>),
+    /// A plain transfer's credit to a codeless recipient, added to whatever balance the
+    /// recipient has when the transfer runs (the transfer never observed it).
+    Credit(U256),
+    Storage(U256),
+    Cleared,
+}
+
+/// An entry in a location's history: a value, or ESTIMATE (its writer is being re-executed and
+/// will probably write here again).
+type Entry = Option<Value>;
+
+/// How a read resolved, apart from the state before the block (which does not change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AccountRead {
+    /// An absolute write below the reader, plus the credits written after it.
+    Written(Option<Account>, U256),
+    /// No absolute write below the reader: the state before the block plus these credits.
+    Base(U256),
+}
+
+impl AccountRead {
+    /// The account the reader sees, given the account before the block.
+    pub(crate) fn resolve(
+        self,
+        base: impl FnOnce() -> Result<Option<Account>, super::db::DbError>,
+    ) -> Result<Option<Account>, super::db::DbError> {
+        let (account, credit) = match self {
+            AccountRead::Written(account, credit) => (account, credit),
+            AccountRead::Base(credit) => (base()?, credit),
+        };
+        Ok(add_credit(account, credit))
+    }
+}
+
+/// `account` with `credit` added to its balance; a credit creates a missing account.
+pub(crate) fn add_credit(account: Option<Account>, credit: U256) -> Option<Account> {
+    if credit.is_zero() {
+        return account;
+    }
+    let mut account = account.unwrap_or_default();
+    account.balance += credit;
+    Some(account)
+}
+
+/// How a storage read resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StorageRead {
+    Written(U256),
+    /// A lower transaction emptied the account's storage after any write to the slot.
+    Cleared,
+    Base,
+}
+
+/// The shape of an account (existence, nonce, code hash) without its balance: what a plain
+/// transfer to it depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ShapeRead {
+    Written(Option<(u64, B256)>),
+    Base,
+}
+
+/// A read that could not be resolved: the transaction at this index has not (re-)executed yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Blocked(pub TxIdx);
+
+/// What the fee recipient receives for a transaction, once it has executed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fee {
+    /// Not executed yet, or being re-executed.
+    Pending,
+    /// The transaction was not included: the recipient is not even touched.
+    None,
+    /// Priority fee; a zero credit still touches the recipient.
+    Credit(U256),
+}
+
+type History = BTreeMap<TxIdx, Entry>;
+
+pub(crate) struct MvMemory {
+    shards: Box<[Mutex<HashMap<Location, History>>]>,
+    hasher: alloy_primitives::map::DefaultHashBuilder,
+    /// Code deployed by the block's transactions, by hash. Content-addressed, so an entry left
+    /// by an aborted incarnation is still correct for anyone who finds its hash.
+    codes: Mutex<HashMap<B256, Bytes>>,
+    /// Whether any transaction wrote a `Cleared` location; storage reads skip that lookup
+    /// until one has.
+    any_cleared: AtomicBool,
+    /// Per transaction: the locations its last incarnation wrote.
+    written: Box<[Mutex<Vec<Location>>]>,
+    fees: Box<[Mutex<Fee>]>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A worker that panicked propagates its panic out of the scope; the data is not used after.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl MvMemory {
+    pub(crate) fn new(txs: usize) -> Self {
+        MvMemory {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: Default::default(),
+            codes: Mutex::default(),
+            any_cleared: AtomicBool::new(false),
+            written: (0..txs).map(|_| Mutex::default()).collect(),
+            fees: (0..txs).map(|_| Mutex::new(Fee::Pending)).collect(),
+        }
+    }
+
+    fn shard(&self, location: &Location) -> MutexGuard<'_, HashMap<Location, History>> {
+        let h = self.hasher.hash_one(location) as usize;
+        lock(&self.shards[h % SHARDS])
+    }
+
+    /// The latest entry below `idx` at `location`, with its writer.
+    fn latest(&self, location: &Location, idx: TxIdx) -> Option<(TxIdx, Entry)> {
+        let shard = self.shard(location);
+        let history = shard.get(location)?;
+        history
+            .range(..idx)
+            .next_back()
+            .map(|(&writer, entry)| (writer, *entry))
+    }
+
+    /// The account as transaction `idx` sees it: the latest absolute write below it plus the
+    /// credits above that write.
+    pub(crate) fn read_account(
+        &self,
+        address: Address,
+        idx: TxIdx,
+    ) -> Result<AccountRead, Blocked> {
+        let location = Location::Account(address);
+        let shard = self.shard(&location);
+        let mut credit = U256::ZERO;
+        if let Some(history) = shard.get(&location) {
+            for (&writer, entry) in history.range(..idx).rev() {
+                match entry {
+                    None => return Err(Blocked(writer)),
+                    Some(Value::Credit(c)) => credit += *c,
+                    Some(Value::Account(a)) => return Ok(AccountRead::Written(*a, credit)),
+                    Some(_) => unreachable!("only account values are written to accounts"),
+                }
+            }
+        }
+        Ok(AccountRead::Base(credit))
+    }
+
+    /// The account's shape as transaction `idx` sees it: credits change only its balance.
+    pub(crate) fn read_shape(&self, address: Address, idx: TxIdx) -> Result<ShapeRead, Blocked> {
+        let location = Location::Account(address);
+        let shard = self.shard(&location);
+        if let Some(history) = shard.get(&location) {
+            for (&writer, entry) in history.range(..idx).rev() {
+                match entry {
+                    None => return Err(Blocked(writer)),
+                    Some(Value::Credit(_)) => continue,
+                    Some(Value::Account(a)) => {
+                        return Ok(ShapeRead::Written(a.map(|a| (a.nonce, a.code_hash))))
+                    }
+                    Some(_) => unreachable!("only account values are written to accounts"),
+                }
+            }
+        }
+        Ok(ShapeRead::Base)
+    }
+
+    /// The latest absolute write to `address` below `idx`, as `(writer, account)`.
+    pub(crate) fn last_account_write(
+        &self,
+        address: Address,
+        idx: TxIdx,
+    ) -> Result<Option<(TxIdx, Option<Account>)>, Blocked> {
+        match self.latest(&Location::Account(address), idx) {
+            None => Ok(None),
+            Some((writer, None)) => Err(Blocked(writer)),
+            Some((writer, Some(Value::Account(a)))) => Ok(Some((writer, a))),
+            // Credits never go to the fee recipient (a transfer to it is not lazy).
+            Some((writer, Some(_))) => Err(Blocked(writer)),
+        }
+    }
+
+    pub(crate) fn read_storage(
+        &self,
+        address: Address,
+        slot: U256,
+        idx: TxIdx,
+    ) -> Result<StorageRead, Blocked> {
+        let written = match self.latest(&Location::Storage(address, slot), idx) {
+            None => None,
+            Some((writer, None)) => return Err(Blocked(writer)),
+            Some((writer, Some(Value::Storage(v)))) => Some((writer, v)),
+            Some(_) => unreachable!("only storage values are written to slots"),
+        };
+        let cleared = self.cleared_below(address, idx)?;
+        Ok(match (written, cleared) {
+            // Within one transaction the clear comes first (creation), then the writes.
+            (Some((w, v)), Some(c)) if w >= c => StorageRead::Written(v),
+            (_, Some(_)) => StorageRead::Cleared,
+            (Some((_, v)), None) => StorageRead::Written(v),
+            (None, None) => StorageRead::Base,
+        })
+    }
+
+    /// The last transaction below `idx` that emptied `address`'s storage.
+    pub(crate) fn cleared_below(
+        &self,
+        address: Address,
+        idx: TxIdx,
+    ) -> Result<Option<TxIdx>, Blocked> {
+        if !self.any_cleared.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        match self.latest(&Location::Cleared(address), idx) {
+            None => Ok(None),
+            Some((writer, None)) => Err(Blocked(writer)),
+            Some((writer, Some(_))) => Ok(Some(writer)),
+        }
+    }
+
+    /// Whether transaction `writer` deleted `address` (as opposed to creating it).
+    pub(crate) fn deleted_by(&self, address: Address, writer: TxIdx) -> Result<bool, Blocked> {
+        let location = Location::Account(address);
+        match self
+            .shard(&location)
+            .get(&location)
+            .and_then(|h| h.get(&writer))
+        {
+            Some(None) => Err(Blocked(writer)),
+            Some(Some(Value::Account(None))) => Ok(true),
+            _ => Ok(false),
+        }
+    }
+
+    /// The fee recipient's credit for transaction `idx`.
+    pub(crate) fn fee(&self, idx: TxIdx) -> Result<Fee, Blocked> {
+        match *lock(&self.fees[idx]) {
+            Fee::Pending => Err(Blocked(idx)),
+            fee => Ok(fee),
+        }
+    }
+
+    pub(crate) fn code(&self, hash: &B256) -> Option<Bytes> {
+        lock(&self.codes).get(hash).cloned()
+    }
+
+    /// Publishes the writes of an incarnation of `idx` and removes those of the previous one it
+    /// did not repeat. Returns whether it wrote a location the previous incarnation did not
+    /// (readers above may then have missed it and must all be validated again).
+    pub(crate) fn publish(
+        &self,
+        idx: TxIdx,
+        writes: Vec<(Location, Value)>,
+        codes: impl IntoIterator<Item = (B256, Bytes)>,
+        fee: Fee,
+    ) -> bool {
+        // Code first: whoever reads a code hash from the writes below finds the code.
+        {
+            let mut known = None;
+            for (hash, code) in codes {
+                known
+                    .get_or_insert_with(|| lock(&self.codes))
+                    .entry(hash)
+                    .or_insert(code);
+            }
+        }
+        if writes
+            .iter()
+            .any(|(l, _)| matches!(l, Location::Cleared(_)))
+        {
+            self.any_cleared.store(true, Ordering::Release);
+        }
+        let mut locations: Vec<Location> = writes.iter().map(|(l, _)| *l).collect();
+        locations.sort_unstable();
+        for (location, value) in writes {
+            self.shard(&location)
+                .entry(location)
+                .or_default()
+                .insert(idx, Some(value));
+        }
+        *lock(&self.fees[idx]) = fee;
+
+        let mut written = lock(&self.written[idx]);
+        let mut wrote_new = false;
+        for location in &locations {
+            if written.binary_search(location).is_err() {
+                wrote_new = true;
+            }
+        }
+        for old in written.iter() {
+            if locations.binary_search(old).is_err() {
+                if let Some(history) = self.shard(old).get_mut(old) {
+                    history.remove(&idx);
+                }
+            }
+        }
+        *written = locations;
+        wrote_new
+    }
+
+    /// Marks every write of `idx`'s last incarnation as ESTIMATE: readers above wait for its
+    /// re-execution instead of using values it is likely to change.
+    pub(crate) fn mark_estimates(&self, idx: TxIdx) {
+        let written = lock(&self.written[idx]);
+        for location in written.iter() {
+            if let Some(entry) = self
+                .shard(location)
+                .get_mut(location)
+                .and_then(|h| h.get_mut(&idx))
+            {
+                *entry = None;
+            }
+        }
+        *lock(&self.fees[idx]) = Fee::Pending;
+    }
+}

@@ -1,0 +1,442 @@
+//! Block-STM against the sequential executor: generated blocks mixing ETH transfers (to fresh,
+//! hot and code-bearing recipients, and to the fee recipient), ERC-20 transfers on the real
+//! OpenZeppelin bytecode, deployments, reverts, self-destructs, reads of the fee recipient's
+//! balance, payments to it from contracts, chains of transactions from one sender, refused
+//! transactions and a hot storage slot must give identical outcomes, receipts and state diffs at
+//! several thread counts, without falling back to the sequential executor.
+
+use alloy_consensus::{SignableTransaction, TxEnvelope, TxLegacy};
+use alloy_primitives::{keccak256, Address, Bytes, Signature, TxKind, B256, U256};
+use proptest::prelude::*;
+use secp256k1::{ecdsa::RecoverableSignature, Message, PublicKey, SecretKey};
+use std::{collections::BTreeMap, path::PathBuf, sync::OnceLock};
+use tessera_execution::{
+    execute_block, execute_block_parallel_with_stats, first_difference, mem::MemState, BlockEnv,
+    ChainRules, Fork, ParallelConfig, RecoveredTx,
+};
+use tessera_primitives::{Account, EMPTY_CODE_HASH};
+
+const SENDERS: usize = 6;
+const ETHER: u64 = 1_000_000_000_000_000_000;
+const BASE_FEE: u64 = 7;
+const BENEFICIARY: Address = Address::new([0xbe; 20]);
+const TOKEN: Address = Address::new([0xe2; 20]);
+const COUNTER: Address = Address::new([0xc0; 20]);
+const REVERTER: Address = Address::new([0x4e; 20]);
+const COINBASE_READER: Address = Address::new([0xcb; 20]);
+const COINBASE_PAYER: Address = Address::new([0xca; 20]);
+const DESTRUCTOR: Address = Address::new([0xde; 20]);
+/// An EOA many transactions pay, which also sends.
+fn hot() -> Address {
+    signer(0).1
+}
+const IDENTITY_PRECOMPILE: Address = Address::with_last_byte(4);
+
+/// SSTORE(0, SLOAD(0) + 1)
+const COUNTER_CODE: &[u8] = &[0x60, 0x00, 0x54, 0x60, 0x01, 0x01, 0x60, 0x00, 0x55, 0x00];
+/// REVERT(0, 0)
+const REVERTER_CODE: &[u8] = &[0x60, 0x00, 0x60, 0x00, 0xfd];
+/// SSTORE(0, BALANCE(COINBASE))
+const COINBASE_READER_CODE: &[u8] = &[0x41, 0x31, 0x60, 0x00, 0x55, 0x00];
+/// CALL(GAS, COINBASE, CALLVALUE, 0, 0, 0, 0)
+const COINBASE_PAYER_CODE: &[u8] = &[
+    0x60, 0x00, 0x60, 0x00, 0x60, 0x00, 0x60, 0x00, 0x34, 0x41, 0x5a, 0xf1, 0x00,
+];
+/// SSTORE(1, 1); return the one-byte runtime STOP.
+const INIT_STORE: &[u8] = &[
+    0x60, 0x01, 0x60, 0x01, 0x55, 0x60, 0x00, 0x60, 0x00, 0x53, 0x60, 0x01, 0x60, 0x00, 0xf3,
+];
+/// SELFDESTRUCT(CALLER) from init code: created and destroyed in one transaction.
+const INIT_SELFDESTRUCT: &[u8] = &[0x33, 0xff];
+
+fn destructor_code() -> Vec<u8> {
+    // SELFDESTRUCT(hot)
+    let mut code = vec![0x73];
+    code.extend_from_slice(hot().as_slice());
+    code.push(0xff);
+    code
+}
+
+fn signer(i: usize) -> (SecretKey, Address) {
+    let key = SecretKey::from_secret_bytes(keccak256([i as u8; 7]).0).unwrap();
+    let public = PublicKey::from_secret_key(&key).serialize_uncompressed();
+    (key, Address::from_slice(&keccak256(&public[1..])[12..]))
+}
+
+fn token_code() -> &'static Bytes {
+    static CODE: OnceLock<Bytes> = OnceLock::new();
+    CODE.get_or_init(|| {
+        let fixtures = std::env::var_os("TESSERA_FIXTURES")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
+            });
+        let path = fixtures.join("contract-bytecode/ERC20Token.hex");
+        let hex = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (set TESSERA_FIXTURES)", path.display()));
+        hex.trim().parse().expect("hex bytecode")
+    })
+}
+
+fn balance_slot(holder: Address) -> U256 {
+    let mut key = [0u8; 64];
+    key[12..32].copy_from_slice(holder.as_slice());
+    U256::from_be_bytes(keccak256(key).0)
+}
+
+fn erc20_transfer(to: Address, amount: u64) -> Bytes {
+    let mut input = vec![0xa9, 0x05, 0x9c, 0xbb];
+    input.extend_from_slice(&[0u8; 12]);
+    input.extend_from_slice(to.as_slice());
+    input.extend_from_slice(&U256::from(amount).to_be_bytes::<32>());
+    input.into()
+}
+
+/// What the fee recipient looks like before the block.
+#[derive(Debug, Clone, Copy)]
+enum Recipient {
+    Missing,
+    Empty,
+    Funded,
+}
+
+#[derive(Debug, Clone)]
+enum Action {
+    /// ETH to one of the recipients of [`target`].
+    Transfer {
+        to: u8,
+        value: u64,
+    },
+    Erc20 {
+        to: u8,
+        amount: u64,
+    },
+    Counter,
+    Revert,
+    ReadCoinbase,
+    PayCoinbase {
+        value: u64,
+    },
+    Deploy,
+    DeployAndDestroy,
+    Destroy,
+    /// A transaction that skips a nonce: refused.
+    NonceGap,
+    /// More value than the sender has: refused.
+    Overspend,
+}
+
+fn target(i: u8, tx_index: usize) -> Address {
+    match i % 10 {
+        0..=2 => hot(),
+        3 => signer(usize::from(i) % SENDERS).1,
+        4 => BENEFICIARY,
+        5 => COUNTER,
+        6 => IDENTITY_PRECOMPILE,
+        7 => DESTRUCTOR,
+        _ => Address::from_slice(&keccak256((tx_index as u64).to_be_bytes())[12..]),
+    }
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        4 => (any::<u8>(), 0..ETHER / 10).prop_map(|(to, value)| Action::Transfer { to, value }),
+        3 => (any::<u8>(), 0..2_000u64).prop_map(|(to, amount)| Action::Erc20 { to, amount }),
+        2 => Just(Action::Counter),
+        1 => Just(Action::Revert),
+        1 => Just(Action::ReadCoinbase),
+        1 => (0..ETHER / 100).prop_map(|value| Action::PayCoinbase { value }),
+        1 => Just(Action::Deploy),
+        1 => Just(Action::DeployAndDestroy),
+        1 => Just(Action::Destroy),
+        1 => Just(Action::NonceGap),
+        1 => Just(Action::Overspend),
+    ]
+}
+
+fn sign(key: &SecretKey, sender: Address, tx: TxLegacy) -> RecoveredTx {
+    let digest = Message::from_digest(tx.signature_hash().0);
+    let (recid, compact) =
+        RecoverableSignature::sign_ecdsa_recoverable(digest, key).serialize_compact();
+    let signature = Signature::new(
+        U256::from_be_slice(&compact[..32]),
+        U256::from_be_slice(&compact[32..]),
+        recid.to_u8() == 1,
+    );
+    let envelope = TxEnvelope::from(tx.into_signed(signature));
+    RecoveredTx {
+        hash: *envelope.tx_hash(),
+        envelope,
+        sender,
+    }
+}
+
+fn contract(state: &mut MemState, address: Address, code: &[u8], balance: u64) {
+    let code = Bytes::copy_from_slice(code);
+    let code_hash = keccak256(&code);
+    state.codes.insert(code_hash, code);
+    state.accounts.insert(
+        address,
+        Account {
+            nonce: 1,
+            balance: U256::from(balance),
+            code_hash,
+        },
+    );
+}
+
+fn pre_state(recipient: Recipient) -> MemState {
+    let mut state = MemState::default();
+    let mut token_storage = BTreeMap::new();
+    for i in 0..SENDERS {
+        let address = signer(i).1;
+        state.accounts.insert(
+            address,
+            Account {
+                nonce: 0,
+                balance: U256::from(ETHER) * U256::from(100),
+                code_hash: EMPTY_CODE_HASH,
+            },
+        );
+        token_storage.insert(balance_slot(address), U256::from(10_000));
+    }
+    contract(&mut state, TOKEN, token_code(), 0);
+    state.storage.insert(TOKEN, token_storage);
+    contract(&mut state, COUNTER, COUNTER_CODE, 0);
+    contract(&mut state, REVERTER, REVERTER_CODE, 0);
+    contract(&mut state, COINBASE_READER, COINBASE_READER_CODE, 0);
+    contract(&mut state, COINBASE_PAYER, COINBASE_PAYER_CODE, 0);
+    contract(&mut state, DESTRUCTOR, &destructor_code(), ETHER);
+    match recipient {
+        Recipient::Missing => {}
+        Recipient::Empty => {
+            state.accounts.insert(BENEFICIARY, Account::default());
+        }
+        Recipient::Funded => {
+            state.accounts.insert(
+                BENEFICIARY,
+                Account {
+                    balance: U256::from(ETHER),
+                    ..Account::default()
+                },
+            );
+        }
+    }
+    state
+}
+
+/// Signed transactions for `actions`; EIP-155 chain ids only from Spurious Dragon on.
+fn block_txs(actions: &[(usize, Action, u64)], fork: Fork) -> Vec<RecoveredTx> {
+    let chain_id = (fork >= Fork::SpuriousDragon).then_some(1);
+    let keys: Vec<_> = (0..SENDERS).map(signer).collect();
+    let mut nonces = [0u64; SENDERS];
+    actions
+        .iter()
+        .enumerate()
+        .map(|(index, (sender, action, tip))| {
+            let (key, from) = &keys[*sender];
+            let nonce = &mut nonces[*sender];
+            let mut tx = TxLegacy {
+                chain_id,
+                nonce: *nonce,
+                gas_price: u128::from(BASE_FEE + tip),
+                gas_limit: 200_000,
+                to: TxKind::Call(COUNTER),
+                value: U256::ZERO,
+                input: Bytes::new(),
+            };
+            *nonce += 1;
+            match action {
+                Action::Transfer { to, value } => {
+                    tx.to = TxKind::Call(target(*to, index));
+                    tx.value = U256::from(*value);
+                    tx.gas_limit = 60_000;
+                }
+                Action::Erc20 { to, amount } => {
+                    tx.to = TxKind::Call(TOKEN);
+                    tx.input = erc20_transfer(target(*to, index), *amount);
+                }
+                Action::Counter => {}
+                Action::Revert => tx.to = TxKind::Call(REVERTER),
+                Action::ReadCoinbase => tx.to = TxKind::Call(COINBASE_READER),
+                Action::PayCoinbase { value } => {
+                    tx.to = TxKind::Call(COINBASE_PAYER);
+                    tx.value = U256::from(*value);
+                }
+                Action::Deploy => {
+                    tx.to = TxKind::Create;
+                    tx.input = Bytes::from_static(INIT_STORE);
+                }
+                Action::DeployAndDestroy => {
+                    tx.to = TxKind::Create;
+                    tx.input = Bytes::from_static(INIT_SELFDESTRUCT);
+                }
+                Action::Destroy => tx.to = TxKind::Call(DESTRUCTOR),
+                Action::NonceGap => {
+                    tx.nonce += 1;
+                    *nonce -= 1;
+                }
+                Action::Overspend => {
+                    *nonce -= 1;
+                    tx.to = TxKind::Call(hot());
+                    tx.value = U256::from(ETHER) * U256::from(1_000);
+                }
+            }
+            sign(key, *from, tx)
+        })
+        .collect()
+}
+
+fn env() -> BlockEnv {
+    BlockEnv {
+        number: 1,
+        timestamp: 1_700_000_000,
+        beneficiary: BENEFICIARY,
+        gas_limit: 1 << 32,
+        base_fee: BASE_FEE,
+        prevrandao: Some(B256::ZERO),
+        difficulty: U256::ZERO,
+        excess_blob_gas: Some(0),
+    }
+}
+
+/// Runs `txs` sequentially and through Block-STM at 1, 2 and 4 threads, and requires identical
+/// results from Block-STM itself (no fallback).
+fn assert_equivalent(fork: Fork, pre: &MemState, txs: &[RecoveredTx]) -> Result<(), TestCaseError> {
+    let rules = ChainRules { chain_id: 1, fork };
+    let env = env();
+    let sequential = execute_block(&rules, &env, txs, pre).expect("sequential execution");
+    for threads in [1, 2, 4] {
+        let (parallel, stats) = execute_block_parallel_with_stats(
+            &rules,
+            &env,
+            txs,
+            pre,
+            ParallelConfig::always(threads),
+        )
+        .expect("parallel execution");
+        // Before EIP-161, touching a deleted account re-creates it empty; the parallel executor
+        // may leave the EIP-7610 question about such an account to the sequential one.
+        if fork >= Fork::SpuriousDragon || stats.fallback.is_some() {
+            let allowed = (fork < Fork::SpuriousDragon)
+                .then_some("an account with storage but no nonce or code");
+            prop_assert_eq!(stats.fallback, allowed);
+        }
+        if let Some(difference) = first_difference(&sequential, &parallel) {
+            return Err(TestCaseError::fail(format!(
+                "{fork:?}, {threads} threads: {difference}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn fork() -> impl Strategy<Value = Fork> {
+    prop_oneof![
+        Just(Fork::Prague),
+        Just(Fork::Cancun),
+        Just(Fork::Shanghai),
+        Just(Fork::Berlin),
+        Just(Fork::Byzantium),
+        Just(Fork::Homestead),
+    ]
+}
+
+fn recipient() -> impl Strategy<Value = Recipient> {
+    prop_oneof![
+        Just(Recipient::Missing),
+        Just(Recipient::Empty),
+        Just(Recipient::Funded)
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(48),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn parallel_matches_sequential(
+        fork in fork(),
+        recipient in recipient(),
+        actions in prop::collection::vec((0..SENDERS, action(), 0..3u64), 1..48),
+    ) {
+        let pre = pre_state(recipient);
+        let txs = block_txs(&actions, fork);
+        assert_equivalent(fork, &pre, &txs)?;
+    }
+}
+
+/// Many transfers to one address, which also sends: the lazy credits must add up, and its own
+/// transactions must see them.
+#[test]
+fn hot_recipient_credits_add_up() {
+    let mut actions = Vec::new();
+    for i in 0..40 {
+        actions.push((
+            1 + i % (SENDERS - 1),
+            Action::Transfer {
+                to: 0,
+                value: 1_000 + i as u64,
+            },
+            1,
+        ));
+        if i % 8 == 7 {
+            // `hot()` pays someone everything it can see.
+            actions.push((
+                0,
+                Action::Transfer {
+                    to: 9,
+                    value: ETHER,
+                },
+                0,
+            ));
+        }
+    }
+    let pre = pre_state(Recipient::Missing);
+    assert_equivalent(Fork::Prague, &pre, &block_txs(&actions, Fork::Prague)).unwrap();
+}
+
+/// Every transaction writes one slot and reads the fee recipient.
+#[test]
+fn hot_slot_and_fee_reads() {
+    let actions: Vec<_> = (0..60)
+        .map(|i| {
+            let action = if i % 5 == 0 {
+                Action::ReadCoinbase
+            } else {
+                Action::Counter
+            };
+            (i % SENDERS, action, (i % 3) as u64)
+        })
+        .collect();
+    for recipient in [Recipient::Missing, Recipient::Empty, Recipient::Funded] {
+        let pre = pre_state(recipient);
+        for fork in [Fork::Prague, Fork::Homestead] {
+            assert_equivalent(fork, &pre, &block_txs(&actions, fork)).unwrap();
+        }
+    }
+}
+
+/// The equivalence check itself notices a different result.
+#[test]
+fn a_different_block_is_noticed() {
+    let pre = pre_state(Recipient::Funded);
+    let a = block_txs(&[(1, Action::Counter, 1)], Fork::Prague);
+    let b = block_txs(
+        &[(1, Action::Transfer { to: 9, value: 5 }, 1)],
+        Fork::Prague,
+    );
+    let rules = ChainRules {
+        chain_id: 1,
+        fork: Fork::Prague,
+    };
+    let left = execute_block(&rules, &env(), &a, &pre).unwrap();
+    let right =
+        execute_block_parallel_with_stats(&rules, &env(), &b, &pre, ParallelConfig::always(2))
+            .unwrap()
+            .0;
+    assert!(first_difference(&left, &right).is_some());
+    assert!(first_difference(&left, &left).is_none());
+}
