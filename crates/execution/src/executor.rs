@@ -206,33 +206,17 @@ impl<S: StateView + ?Sized> Database for Overlay<'_, S> {
                 self.storage_collisions.insert(address);
             }
         }
-        Ok(account.map(|a| AccountInfo {
-            balance: a.balance,
-            nonce: a.nonce,
-            code_hash: a.code_hash,
-            // `None` makes revm fetch the code through `code_by_hash` when it needs it.
-            code: (a.code_hash == KECCAK_EMPTY).then(Bytecode::default),
-            ..Default::default()
-        }))
+        Ok(account.map(account_info))
     }
 
     fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, StateError> {
-        if code_hash == KECCAK_EMPTY {
-            return Ok(Bytecode::default());
-        }
-        if let Some(code) = self.codes.get(&code_hash) {
-            return Ok(code.clone());
-        }
-        let bytes = match self.diff.codes.get(&code_hash) {
-            Some(b) => b.clone(),
-            None => self
-                .view
-                .code(&code_hash)?
-                .ok_or_else(|| StateError(format!("code {code_hash} missing")))?,
-        };
-        let code = analyse(bytes);
-        self.codes.insert(code_hash, code.clone());
-        Ok(code)
+        let (view, diff) = (self.view, &self.diff);
+        cached_code(&mut self.codes, code_hash, || {
+            match diff.codes.get(&code_hash) {
+                Some(b) => Ok(Some(b.clone())),
+                None => view.code(&code_hash),
+            }
+        })
     }
 
     fn storage(&mut self, address: Address, slot: U256) -> Result<U256, StateError> {
@@ -315,6 +299,36 @@ pub(crate) fn diff_from_evm_state(state: EvmState, spec: SpecId) -> StateDiff {
         );
     }
     diff
+}
+
+/// revm's view of an account. Code is left for `code_by_hash`, unless there is none.
+pub(crate) fn account_info(a: Account) -> AccountInfo {
+    AccountInfo {
+        balance: a.balance,
+        nonce: a.nonce,
+        code_hash: a.code_hash,
+        // `None` makes revm fetch the code through `code_by_hash` when it needs it.
+        code: (a.code_hash == KECCAK_EMPTY).then(Bytecode::default),
+        ..Default::default()
+    }
+}
+
+/// Analysed bytecode for `code_hash`: from `cache`, or fetched once, analysed and cached.
+pub(crate) fn cached_code(
+    cache: &mut HashMap<B256, Bytecode>,
+    code_hash: B256,
+    fetch: impl FnOnce() -> Result<Option<Bytes>, StateError>,
+) -> Result<Bytecode, StateError> {
+    if code_hash == KECCAK_EMPTY {
+        return Ok(Bytecode::default());
+    }
+    if let Some(code) = cache.get(&code_hash) {
+        return Ok(code.clone());
+    }
+    let bytes = fetch()?.ok_or_else(|| StateError(format!("code {code_hash} missing")))?;
+    let code = analyse(bytes);
+    cache.insert(code_hash, code.clone());
+    Ok(code)
 }
 
 /// Bytecode as revm runs it, with its jump table analysed. Code that is not valid EOF or

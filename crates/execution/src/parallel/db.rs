@@ -2,7 +2,10 @@
 //! before the block. Every read is recorded for validation.
 
 use super::mv::{AccountRead, Blocked, Fee, MvMemory, ShapeRead, StorageRead, TxIdx};
-use crate::state::{StateError, StateView};
+use crate::{
+    executor::{account_info, cached_code},
+    state::{StateError, StateView},
+};
 use alloy_primitives::{map::HashMap, Address, B256, U256};
 use revm::{
     bytecode::Bytecode,
@@ -216,33 +219,17 @@ impl Database for TxDb<'_> {
     type Error = DbError;
 
     fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, DbError> {
-        Ok(self.basic_account(address)?.map(|a| AccountInfo {
-            balance: a.balance,
-            nonce: a.nonce,
-            code_hash: a.code_hash,
-            code: (a.code_hash == KECCAK_EMPTY).then(Bytecode::default),
-            ..Default::default()
-        }))
+        Ok(self.basic_account(address)?.map(account_info))
     }
 
     fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, DbError> {
-        if code_hash == KECCAK_EMPTY {
-            return Ok(Bytecode::default());
-        }
-        if let Some(code) = self.codes.get(&code_hash) {
-            return Ok(code.clone());
-        }
-        let bytes = match self.block.mv.code(&code_hash) {
-            Some(b) => b,
-            None => self
-                .block
-                .view
-                .code(&code_hash)?
-                .ok_or_else(|| StateError(format!("code {code_hash} missing")))?,
-        };
-        let code = crate::executor::analyse(bytes);
-        self.codes.insert(code_hash, code.clone());
-        Ok(code)
+        let block = self.block;
+        Ok(cached_code(&mut self.codes, code_hash, || {
+            match block.mv.code(&code_hash) {
+                Some(b) => Ok(Some(b)),
+                None => block.view.code(&code_hash),
+            }
+        })?)
     }
 
     fn storage(&mut self, address: Address, slot: U256) -> Result<U256, DbError> {

@@ -236,7 +236,9 @@ struct Slot {
     reads: Vec<Read>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks `m`. A worker that panicked propagates its panic out of the thread scope, so data it
+/// left behind a poisoned lock is never used for a result.
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 

@@ -18,6 +18,8 @@ use std::{
 };
 use tessera_primitives::Account;
 
+use super::lock;
+
 /// Index of a transaction in its block.
 pub(crate) type TxIdx = usize;
 
@@ -129,11 +131,6 @@ pub(crate) struct MvMemory {
     /// Per transaction: the locations its last incarnation wrote.
     written: Box<[Mutex<Vec<Location>>]>,
     fees: Box<[Mutex<Fee>]>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A worker that panicked propagates its panic out of the scope; the data is not used after.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl MvMemory {

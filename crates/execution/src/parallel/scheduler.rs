@@ -9,10 +9,10 @@
 
 use std::sync::{
     atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst},
-    Mutex, MutexGuard,
+    Mutex,
 };
 
-use super::mv::TxIdx;
+use super::{lock, mv::TxIdx};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Status {
@@ -46,10 +46,6 @@ pub(crate) struct Scheduler {
     done: AtomicBool,
     status: Box<[Mutex<(usize, Status)>]>,
     dependents: Box<[Mutex<Vec<TxIdx>>]>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Scheduler {
