@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Real-client JSON-RPC tests: web3.py, eth-account and vyper against `tessera dev`.
+# Real-client tests in Python: web3.py, eth-account and vyper against `tessera dev`
+# (tests/rpc), or, with TESSERA_SUITE=tests/testnet, against a 4-validator network of
+# `tessera run` processes.
 #
-#   bash scripts/rpc-tests.sh [extra pytest args]
+#   [TESSERA_SUITE=tests/testnet] bash scripts/rpc-tests.sh [extra pytest args]
 #
 # Uses the binary at $TESSERA_BIN (default: ${CARGO_TARGET_DIR:-target}/debug/tessera under the
 # repository root); it does not build it. The Python packages go into a virtualenv at
@@ -44,4 +46,4 @@ if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$WANT" ]]; then
 fi
 
 export PYTHONDONTWRITEBYTECODE=1
-exec "$VENV/bin/python" -m pytest -x -q tests/rpc "$@"
+exec "$VENV/bin/python" -m pytest -x -q -c tests/rpc/pytest.ini "${TESSERA_SUITE:-tests/rpc}" "$@"

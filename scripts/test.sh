@@ -43,6 +43,9 @@ echo "== node: real-client tests (web3.py, eth-account, vyper)"
 cargo build --locked -p tessera-node --bin tessera
 TESSERA_BIN="$target_dir/debug/tessera" bash scripts/rpc-tests.sh
 
+echo "== node: 4 validators as real processes (consensus over libp2p, kill -9, restart, halt, resume)"
+TESSERA_SUITE=tests/testnet TESSERA_BIN="$target_dir/debug/tessera" bash scripts/rpc-tests.sh
+
 echo "== conformance"
 cargo build --locked -p tessera-execution --bin tessera-exec
 exec_bin="$target_dir/debug/tessera-exec"

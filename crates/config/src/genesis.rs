@@ -1,7 +1,9 @@
 //! The genesis of a network: what every node must agree on before the first block.
 
-use crate::keys::{derive_accounts, DEV_ACCOUNTS, DEV_MNEMONIC};
-use alloy_primitives::{address, keccak256, Address, Bytes, U256};
+use crate::keys::{
+    derive_accounts, dev_validator_secret, validator_public_key, DEV_ACCOUNTS, DEV_MNEMONIC,
+};
+use alloy_primitives::{address, keccak256, Address, Bytes, B256, U256};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use tessera_execution::{ChainRules, Fork};
@@ -59,6 +61,9 @@ pub struct Genesis {
     /// addresses of their own).
     pub fee_recipient: Address,
     pub alloc: BTreeMap<Address, GenesisAccount>,
+    /// The ed25519 public keys of each shard's validators (entry `i` for shard `i`), in the
+    /// order that gives them their index in consensus.
+    pub validators: Vec<Vec<B256>>,
 }
 
 impl Genesis {
@@ -89,7 +94,23 @@ impl Genesis {
             timestamp: 0,
             fee_recipient: address!("000000000000000000000000000000000000fee0"),
             alloc,
+            validators: (0..num_shards)
+                .map(|shard| vec![validator_public_key(&dev_validator_secret(shard))])
+                .collect(),
         }
+    }
+
+    /// Identifies this genesis: keccak256 of its JSON form. Nodes of one network share it; it
+    /// separates the signatures of different networks.
+    pub fn hash(&self) -> B256 {
+        keccak256(self.to_json())
+    }
+
+    /// The validators of `shard`.
+    pub fn shard_validators(&self, shard: ShardId) -> &[B256] {
+        self.validators
+            .get(usize::from(shard.0))
+            .map_or(&[], Vec::as_slice)
     }
 
     /// Checks the parameters make a usable chain.
@@ -109,6 +130,28 @@ impl Genesis {
                 "baseFee {} is below minBaseFee {}",
                 self.base_fee, self.min_base_fee
             ));
+        }
+        if self.validators.len() != usize::from(self.num_shards) {
+            return fail(format!(
+                "validators lists {} shards, numShards is {}",
+                self.validators.len(),
+                self.num_shards
+            ));
+        }
+        for (shard, keys) in self.validators.iter().enumerate() {
+            if keys.is_empty() {
+                return fail(format!("shard {shard} has no validators"));
+            }
+            let distinct: std::collections::BTreeSet<_> = keys.iter().collect();
+            if distinct.len() != keys.len() {
+                return fail(format!("shard {shard} lists a validator key twice"));
+            }
+            if let Some(bad) = keys
+                .iter()
+                .find(|k| ed25519_dalek::VerifyingKey::from_bytes(&k.0).is_err())
+            {
+                return fail(format!("shard {shard}: {bad} is not an ed25519 public key"));
+            }
         }
         if self.fork < Fork::London {
             return fail(format!(
@@ -211,6 +254,14 @@ mod tests {
         let mut bad = genesis.clone();
         bad.num_shards = 0;
         assert!(Genesis::from_json(&bad.to_json()).is_err());
+        let mut bad = genesis.clone();
+        bad.validators[1].clear();
+        assert!(Genesis::from_json(&bad.to_json()).is_err());
+        let mut bad = genesis.clone();
+        let first = bad.validators[0][0];
+        bad.validators[0].push(first);
+        assert!(Genesis::from_json(&bad.to_json()).is_err());
+        assert_ne!(genesis.hash(), Genesis::dev(1).hash());
         let json = genesis.to_json().replace("\"Prague\"", "\"Nonsense\"");
         assert!(Genesis::from_json(&json).is_err());
     }

@@ -1,5 +1,6 @@
-//! Secp256k1 account keys derived from a BIP-39 mnemonic along BIP-44's Ethereum path
-//! `m/44'/60'/0'/0/i`, the derivation every wallet uses.
+//! Keys: secp256k1 account keys derived from a BIP-39 mnemonic along BIP-44's Ethereum path
+//! `m/44'/60'/0'/0/i`, the derivation every wallet uses; and ed25519 validator keys, generated
+//! from the OS's randomness and stored as hex files.
 //!
 //! Only the seed derivation and BIP-32 child derivation are implemented; the mnemonic's words
 //! and checksum are not validated, since the node only ever derives from mnemonics it was given
@@ -17,6 +18,76 @@ pub const DEV_MNEMONIC: &str = "test test test test test test test test test tes
 pub const DEV_ACCOUNTS: usize = 20;
 
 const HARDENED: u32 = 1 << 31;
+
+/// Why a validator key file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("validator key {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("validator key {path}: expected 64 hex digits (an ed25519 secret key)")]
+    Format { path: std::path::PathBuf },
+    #[error("the operating system's random source failed: {0}")]
+    Random(String),
+}
+
+/// A fresh ed25519 validator secret key from the operating system's randomness.
+pub fn generate_validator_secret() -> Result<[u8; 32], KeyError> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| KeyError::Random(e.to_string()))?;
+    Ok(secret)
+}
+
+/// The single validator of `tessera dev`'s shard `shard`. Public on purpose: the dev chain has
+/// no secrets.
+pub fn dev_validator_secret(shard: u16) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(b"tessera dev validator");
+    hasher.update(shard.to_be_bytes());
+    hasher.finalize().into()
+}
+
+/// The ed25519 public key of a validator secret key.
+pub fn validator_public_key(secret: &[u8; 32]) -> B256 {
+    B256::from(
+        ed25519_dalek::SigningKey::from_bytes(secret)
+            .verifying_key()
+            .to_bytes(),
+    )
+}
+
+/// Writes a validator secret key as hex, readable only by the owner.
+pub fn write_validator_key(path: &std::path::Path, secret: &[u8; 32]) -> Result<(), KeyError> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let io = |source| KeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    writeln!(file, "{}", hex::encode(secret)).map_err(io)
+}
+
+/// Reads a validator secret key written by [`write_validator_key`].
+pub fn read_validator_key(path: &std::path::Path) -> Result<[u8; 32], KeyError> {
+    let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let format = || KeyError::Format {
+        path: path.to_path_buf(),
+    };
+    let bytes = hex::decode(text.trim().trim_start_matches("0x")).map_err(|_| format())?;
+    bytes.try_into().map_err(|_| format())
+}
 
 /// A funded development account and its private key.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -136,6 +207,27 @@ mod tests {
         assert_eq!(
             accounts[19].secret,
             b256!("df57089febbacf7ba0bc227dafbffa9fc08a93fdc68e1e42411a14efcf23656e")
+        );
+    }
+
+    #[test]
+    fn validator_key_file_round_trip() {
+        let dir = std::env::temp_dir().join(format!("tessera-key-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("validator.key");
+        let secret = generate_validator_secret().unwrap();
+        assert_ne!(secret, generate_validator_secret().unwrap());
+        write_validator_key(&path, &secret).unwrap();
+        assert_eq!(read_validator_key(&path).unwrap(), secret);
+        std::fs::write(&path, "not hex").unwrap();
+        assert!(matches!(
+            read_validator_key(&path),
+            Err(KeyError::Format { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_ne!(
+            validator_public_key(&dev_validator_secret(0)),
+            validator_public_key(&dev_validator_secret(1))
         );
     }
 

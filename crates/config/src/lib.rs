@@ -3,9 +3,12 @@
 //! deterministic development accounts derived from the well-known test mnemonic, as anvil and
 //! `reth --dev` use, so that every Ethereum tool works against `tessera dev` out of the box.
 //!
-//! Node configuration files and validator keys arrive with the multi-validator network.
+//! The genesis also lists each shard's validators (ed25519 public keys); [`node`] is a
+//! validator's configuration file, and [`keys`] generates and stores validator keys.
 
 mod genesis;
 pub mod keys;
+pub mod node;
 
 pub use genesis::{Genesis, GenesisAccount, GenesisError, DEV_CHAIN_ID};
+pub use node::{ConfigError, NodeConfig};

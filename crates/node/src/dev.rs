@@ -1,6 +1,9 @@
 //! `tessera dev`: a one-process development chain with the well-known prefunded accounts.
 
-use crate::{rpc, sequencer};
+use crate::{
+    rpc,
+    validator::{self, DriverConfig, DriverError},
+};
 use std::{
     io::Write,
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -9,7 +12,7 @@ use std::{
     time::Duration,
 };
 use tessera_config::{
-    keys::{derive_accounts, DEV_ACCOUNTS, DEV_MNEMONIC},
+    keys::{derive_accounts, dev_validator_secret, DEV_ACCOUNTS, DEV_MNEMONIC},
     Genesis,
 };
 use tessera_execution::ParallelConfig;
@@ -63,6 +66,10 @@ pub enum DevError {
     },
     #[error(transparent)]
     Chain(#[from] ChainError),
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+    #[error("consensus configuration: {0}")]
+    Consensus(#[from] tessera_consensus::ConsensusError),
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
 }
@@ -112,17 +119,18 @@ fn print_banner(genesis: &Genesis, addr: SocketAddr, dir: &Path) {
     let _ = stdout.flush();
 }
 
-async fn shutdown_signal() -> Result<&'static str, DevError> {
+/// Waits for SIGTERM or SIGINT; returns which.
+pub(crate) async fn shutdown_signal() -> std::io::Result<&'static str> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).map_err(DevError::Signal)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(DevError::Signal)?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     Ok(tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     })
 }
 
-async fn server_stop(server: jsonrpsee::server::ServerHandle) {
+pub(crate) async fn server_stop(server: jsonrpsee::server::ServerHandle) {
     // Already stopped is fine.
     let _ = server.stop();
     server.stopped().await;
@@ -173,10 +181,24 @@ pub async fn run(args: DevArgs) -> Result<(), DevError> {
     .map_err(|source| DevError::Rpc { addr, source })?;
     print_banner(&genesis, addr, &dir);
 
+    // The same consensus engine as a network's, with this node as the shard's only validator:
+    // its own vote is a quorum, so every proposal is final at once.
+    let block_time = Duration::from_millis(args.block_time);
+    let consensus = validator::consensus_config(
+        &genesis,
+        ShardId(0),
+        (block_time * 4).max(Duration::from_secs(2)),
+    )?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut producer = tokio::spawn(sequencer::run(
+    let mut producer = tokio::spawn(validator::run(
         chain.clone(),
-        Duration::from_millis(args.block_time),
+        DriverConfig {
+            consensus,
+            key: ed25519_dalek::SigningKey::from_bytes(&dev_validator_secret(0)),
+            block_time,
+            network: None,
+            shard: ShardId(0),
+        },
         events,
         stop_rx,
     ));
@@ -184,7 +206,7 @@ pub async fn run(args: DevArgs) -> Result<(), DevError> {
     let signal = tokio::select! {
         signal = shutdown_signal() => signal,
         result = &mut producer => {
-            let result = result.expect("sequencer task does not panic");
+            let result = result.expect("consensus driver does not panic");
             if let Err(e) = &result {
                 tracing::error!("block production failed: {e}");
             }
@@ -192,12 +214,12 @@ pub async fn run(args: DevArgs) -> Result<(), DevError> {
             return result.map_err(DevError::from);
         }
     };
-    tracing::info!("{}, shutting down", signal?);
+    tracing::info!("{}, shutting down", signal.map_err(DevError::Signal)?);
     let _ = stop_tx.send(true);
     // Let a block in progress finish committing before the store closes.
     let outcome = producer
         .await
-        .expect("sequencer task does not panic")
+        .expect("consensus driver does not panic")
         .map_err(DevError::from);
     server_stop(server).await;
     drop(chain);

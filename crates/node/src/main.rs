@@ -15,6 +15,10 @@ struct Cli {
 enum Command {
     /// One process, prefunded dev accounts, JSON-RPC on 127.0.0.1:8545.
     Dev(tessera_node::dev::DevArgs),
+    /// Write a local network: validator keys, genesis, and DIR/node<i>/node.toml.
+    Testnet(tessera_node::testnet::TestnetArgs),
+    /// Run a validator from its home directory (written by `tessera testnet`).
+    Run(tessera_node::run::RunArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,8 +39,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.command {
-        Command::Dev(args) => runtime.block_on(tessera_node::dev::run(args)),
+    let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
+        Command::Dev(args) => runtime
+            .block_on(tessera_node::dev::run(args))
+            .map_err(Into::into),
+        Command::Run(args) => runtime
+            .block_on(tessera_node::run::run(args))
+            .map_err(Into::into),
+        Command::Testnet(args) => match tessera_node::testnet::write(&args) {
+            Ok(homes) => {
+                for home in homes {
+                    println!("{}", home.display());
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

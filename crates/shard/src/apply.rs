@@ -82,12 +82,14 @@ pub fn commit_genesis(
         receipts: &[],
         diff: alloc,
         trie_nodes: &update.nodes,
+        consensus: None,
     })?;
     Ok(header)
 }
 
 /// Executes `txs` as the next block on top of the store's head (with Block-STM as `execution`
-/// says) and commits it atomically. Transactions the executor refuses are left out of the block
+/// says) and commits it atomically, together with the consensus layer's `consensus` record of
+/// the block when there is one. Transactions the executor refuses are left out of the block
 /// (see `output.outcomes`).
 pub fn apply_block(
     store: &Store,
@@ -95,6 +97,7 @@ pub fn apply_block(
     template: &BlockTemplate,
     txs: &[RecoveredTx],
     execution: ParallelConfig,
+    consensus: Option<&[u8]>,
 ) -> Result<AppliedBlock, ApplyError> {
     let (head_number, head_hash) = store.head()?.ok_or(ApplyError::NotNext {
         number: 0,
@@ -154,6 +157,7 @@ pub fn apply_block(
         receipts: &receipts,
         diff: &output.diff,
         trie_nodes: &update.nodes,
+        consensus,
     })?;
     Ok(AppliedBlock { header, output })
 }

@@ -12,11 +12,13 @@ use crate::{
     commitment::{self, MemNodeStore},
     fees::next_base_fee,
     mempool::{Added, Mempool, MempoolConfig, PoolError, PoolRules, SenderState},
+    payload::{Checkpoint, Payload, MAX_CHECKPOINT_LAG},
     store::{Store, StoreError},
 };
+use alloy_consensus::Transaction as _;
 use alloy_primitives::{Address, B256};
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     path::Path,
     sync::{Mutex, MutexGuard, PoisonError, RwLock},
 };
@@ -37,6 +39,28 @@ pub enum ChainError {
     GenesisMismatch { stored: B256, expected: B256 },
     #[error("the database has no head block")]
     NoHead,
+    /// A finalized block attests a state root this node did not compute: its state diverged
+    /// from a quorum's. Never papered over: the node must stop.
+    #[error("state divergence: block {block} attests state root {attested} after block {number}, but this node computed {ours}")]
+    Divergence {
+        block: u64,
+        number: u64,
+        attested: B256,
+        ours: B256,
+    },
+}
+
+/// A validator's judgement of a proposed payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Valid,
+    /// Refuse to vote, for this reason.
+    Invalid(String),
+    /// The checkpoint names block `number`, which this node has not executed yet: ask again
+    /// once it has.
+    NotYet {
+        number: u64,
+    },
 }
 
 /// Why a submitted transaction was not admitted.
@@ -268,6 +292,16 @@ impl Chain {
         template: &BlockTemplate,
         txs: &[RecoveredTx],
     ) -> Result<AppliedBlock, ChainError> {
+        self.apply_with(template, txs, None)
+    }
+
+    /// [`Chain::apply`], storing the consensus layer's `consensus` record with the block.
+    pub fn apply_with(
+        &self,
+        template: &BlockTemplate,
+        txs: &[RecoveredTx],
+        consensus: Option<&[u8]>,
+    ) -> Result<AppliedBlock, ChainError> {
         let _guard = self
             .state_lock
             .write()
@@ -278,6 +312,7 @@ impl Chain {
             template,
             txs,
             self.spec.execution,
+            consensus,
         )?;
         let mut senders = BTreeSet::new();
         let mut pool = self.pool();
@@ -300,5 +335,140 @@ impl Chain {
             pool.prune_sender(&sender, nonce);
         }
         Ok(applied)
+    }
+
+    /// A payload for the block at `height`, whose ancestors above the head are `pending`
+    /// (decided or proposed, not yet executed, in height order): the mempool's ready
+    /// transactions minus those `pending` already carries, and the head's state root as the
+    /// checkpoint.
+    pub fn build_payload(
+        &self,
+        timestamp: u64,
+        height: u64,
+        pending: &[&Payload],
+    ) -> Result<Payload, ChainError> {
+        let head = self.head()?;
+        let template = self.next_template(timestamp)?;
+        // Transactions already on the way in an ancestor: skip them, and count their nonces.
+        let mut taken = BTreeSet::new();
+        let mut next_nonce: BTreeMap<Address, u64> = BTreeMap::new();
+        for payload in pending {
+            for raw in &payload.transactions {
+                if let Ok(tx) = self.senders.decode(raw) {
+                    taken.insert(tx.hash);
+                    let nonce = tx.envelope.nonce().saturating_add(1);
+                    let entry = next_nonce.entry(tx.sender).or_default();
+                    *entry = (*entry).max(nonce);
+                }
+            }
+        }
+        let store = &self.store;
+        let txs = self
+            .pool()
+            .select(template.gas_limit, template.base_fee, |sender| {
+                let stored = store.account(sender).ok().flatten().map_or(0, |a| a.nonce);
+                stored.max(next_nonce.get(sender).copied().unwrap_or(0))
+            });
+        debug_assert!(head.number < height);
+        Ok(Payload {
+            timestamp: template.timestamp,
+            checkpoint: Checkpoint {
+                number: head.number,
+                state_root: head.state_root,
+            },
+            transactions: txs
+                .into_iter()
+                .filter(|tx| !taken.contains(&tx.hash))
+                .map(|tx| tx.encoded())
+                .collect(),
+        })
+    }
+
+    /// Whether to vote for `payload` as the block at `height`: its transactions decode and
+    /// carry valid signatures, it fits the block, its timestamp is at most `max_timestamp`, and
+    /// its checkpoint matches the root this node computed.
+    pub fn verify_payload(
+        &self,
+        payload: &Payload,
+        height: u64,
+        max_timestamp: u64,
+    ) -> Result<Verdict, ChainError> {
+        let checkpoint = payload.checkpoint;
+        if checkpoint.number >= height || height - checkpoint.number > MAX_CHECKPOINT_LAG {
+            return Ok(Verdict::Invalid(format!(
+                "checkpoint of block {} is for block {}, outside the {MAX_CHECKPOINT_LAG} blocks before it",
+                height, checkpoint.number
+            )));
+        }
+        if payload.timestamp > max_timestamp {
+            return Ok(Verdict::Invalid(format!(
+                "timestamp {} is ahead of the local clock's {max_timestamp}",
+                payload.timestamp
+            )));
+        }
+        let max_txs = self.spec.gas_limit / 21_000;
+        if payload.transactions.len() as u64 > max_txs {
+            return Ok(Verdict::Invalid(format!(
+                "{} transactions cannot fit a {} gas block",
+                payload.transactions.len(),
+                self.spec.gas_limit
+            )));
+        }
+        for (i, raw) in payload.transactions.iter().enumerate() {
+            if let Err(e) = self.senders.decode(raw) {
+                return Ok(Verdict::Invalid(format!("transaction {i}: {e}")));
+            }
+        }
+        let head = self.head()?;
+        if checkpoint.number > head.number {
+            return Ok(Verdict::NotYet {
+                number: checkpoint.number,
+            });
+        }
+        let ours = self
+            .store
+            .header(checkpoint.number)?
+            .ok_or(ChainError::NoHead)?;
+        if ours.state_root != checkpoint.state_root {
+            return Ok(Verdict::Invalid(format!(
+                "checkpoint says the state root after block {} is {}, this node computed {}",
+                checkpoint.number, checkpoint.state_root, ours.state_root
+            )));
+        }
+        Ok(Verdict::Valid)
+    }
+
+    /// Executes and commits a finalized payload as the block after the head, storing the
+    /// consensus layer's `record` with it. Fails with [`ChainError::Divergence`] when the
+    /// payload's checkpoint differs from this node's root.
+    pub fn apply_payload(
+        &self,
+        payload: &Payload,
+        record: &[u8],
+    ) -> Result<AppliedBlock, ChainError> {
+        let head = self.head()?;
+        let checkpoint = payload.checkpoint;
+        let ours = self
+            .store
+            .header(checkpoint.number)?
+            .filter(|_| checkpoint.number <= head.number)
+            .map(|h| h.state_root);
+        if ours != Some(checkpoint.state_root) {
+            return Err(ChainError::Divergence {
+                block: head.number + 1,
+                number: checkpoint.number,
+                attested: checkpoint.state_root,
+                ours: ours.unwrap_or_default(),
+            });
+        }
+        let template = self.next_template(payload.timestamp)?;
+        // A quorum checked that every transaction decodes; should one not, leaving it out is
+        // the answer every node reaches.
+        let txs: Vec<RecoveredTx> = payload
+            .transactions
+            .iter()
+            .filter_map(|raw| self.senders.decode(raw).ok())
+            .collect();
+        self.apply_with(&template, &txs, Some(record))
     }
 }

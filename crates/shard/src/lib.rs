@@ -10,7 +10,7 @@
 //! The shard's transaction pool ([`mempool`]) admits signed transactions under the chain's
 //! rules and selects, deterministically, the ones the next block proposes. [`chain`] ties store
 //! and mempool together for the node: admission, proposals, applying decided blocks, with the
-//! EIP-1559 base fee of [`fees`]. [`history`] reads the state of past blocks through the trie.
+//! EIP-1559 base fee of [`fees`]; [`payload`] is what a block carries through consensus. [`history`] reads the state of past blocks through the trie.
 
 pub mod apply;
 pub mod chain;
@@ -18,4 +18,5 @@ pub mod commitment;
 pub mod fees;
 pub mod history;
 pub mod mempool;
+pub mod payload;
 pub mod store;

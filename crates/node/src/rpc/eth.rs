@@ -272,6 +272,7 @@ fn send_raw_transaction(rpc: &Rpc, mut args: Args) -> RpcResult {
     match rpc.chain.submit_raw(&bytes) {
         Ok(hash) => {
             rpc.filters.on_pending(hash);
+            rpc.relay(&bytes);
             to_json(hash)
         }
         Err(SubmitError::Decode(e)) => {

@@ -10,7 +10,7 @@ mod json;
 mod params;
 mod pubsub;
 
-use crate::sequencer::BlockEvent;
+use crate::validator::BlockEvent;
 use jsonrpsee::{
     server::{BatchRequestConfig, Server, ServerConfig, ServerHandle},
     types::{ErrorObjectOwned, Params},
@@ -20,7 +20,7 @@ use serde_json::Value;
 use std::{net::SocketAddr, sync::Arc};
 use tessera_config::Genesis;
 use tessera_shard::chain::Chain;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 pub use params::Args;
 
@@ -35,6 +35,8 @@ pub struct Rpc {
     pub chain: Arc<Chain>,
     pub genesis: Genesis,
     pub events: broadcast::Sender<Arc<BlockEvent>>,
+    /// Where admitted transactions go to reach the shard's other validators.
+    relay: Option<mpsc::UnboundedSender<Vec<u8>>>,
     filters: filters::Filters,
 }
 
@@ -48,7 +50,22 @@ impl Rpc {
             chain,
             genesis,
             events,
+            relay: None,
             filters: filters::Filters::default(),
+        }
+    }
+
+    /// Sends every transaction this node admits from a client to `relay` too (for gossip).
+    pub fn with_relay(mut self, relay: mpsc::UnboundedSender<Vec<u8>>) -> Self {
+        self.relay = Some(relay);
+        self
+    }
+
+    /// Hands an admitted transaction to the relay, if there is one.
+    fn relay(&self, raw: &[u8]) {
+        if let Some(relay) = &self.relay {
+            // The relay task gone means the node is shutting down.
+            let _ = relay.send(raw.to_vec());
         }
     }
 }

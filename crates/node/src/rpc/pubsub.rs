@@ -1,5 +1,5 @@
 //! `eth_subscribe` over WebSocket: `newHeads` and `logs`, fed by the block events the
-//! sequencer broadcasts after each committed block.
+//! consensus driver broadcasts after each committed block.
 
 use super::{
     eth::place,
@@ -7,7 +7,7 @@ use super::{
     params::{invalid_params, FilterObject},
     Rpc,
 };
-use crate::sequencer::BlockEvent;
+use crate::validator::BlockEvent;
 use jsonrpsee::{
     core::traits::IdProvider, types::SubscriptionId, PendingSubscriptionSink, RpcModule,
     SubscriptionMessage,

@@ -21,7 +21,9 @@
 //! | `storage`       | address (20) ‖ slot (32)                        | value, big-endian without leading zeros      |
 //! | `code`          | code hash (32)                                  | bytecode                                     |
 //! | `trie_nodes`    | node hash (32)                                  | node RLP (see [`crate::commitment`])         |
-//! | `outbox`, `inbox`, `consensus_wal` | reserved, empty for now      |                                              |
+//! | `consensus_wal` | `"finalized"`                                   | the consensus layer's record of the head block (opaque bytes) |
+//! |                 | `"w"` ‖ sequence (8)                            | one write-ahead-log entry of the consensus engine (opaque) |
+//! | `outbox`, `inbox` | reserved, empty for now                       |                                              |
 //!
 //! "Log index" is the log's position among all logs of its block (Ethereum's `logIndex`);
 //! "position" is the topic's place in the log (0..4), so a topic filter is positional as in
@@ -64,8 +66,15 @@
 //! # Not yet
 //!
 //! No historical state, and no pruning: trie nodes and code are content-addressed and never
-//! deleted, so nodes of old roots accumulate. The `outbox`, `inbox` and `consensus_wal` tables
-//! exist but nothing writes them; the consensus WAL will need synced writes, unlike blocks.
+//! deleted, so nodes of old roots accumulate. The `outbox` and `inbox` tables exist but nothing
+//! writes them.
+//!
+//! # The consensus write-ahead log
+//!
+//! Unlike blocks, WAL entries are written with `sync`: a validator must not send a vote it
+//! could forget in a power loss, or it might sign a conflicting one after restarting. The
+//! record of the finalized head (what consensus needs to resume) is written in the block's own
+//! batch, so it always names the block the head is.
 
 mod error;
 mod logs;
@@ -124,6 +133,8 @@ pub struct BlockCommit<'a> {
     pub diff: &'a StateDiff,
     /// Trie nodes the state commitment created for this block (hash, RLP).
     pub trie_nodes: &'a [(B256, Vec<u8>)],
+    /// The consensus layer's record of this block (opaque here), kept as the finalized head's.
+    pub consensus: Option<&'a [u8]>,
 }
 
 /// Where a transaction was included.
@@ -226,6 +237,9 @@ impl Store {
             schema::HEAD_KEY,
             schema::encode_head(number, &hash),
         );
+        if let Some(record) = block.consensus {
+            batch.put_cf(self.cf(Cf::ConsensusWal)?, schema::FINALIZED_KEY, record);
+        }
         self.db
             .write(batch)
             .map_err(|source| StoreError::Write { number, source })
@@ -309,6 +323,64 @@ impl Store {
             batch.put_cf(code, code_hash, bytecode);
         }
         Ok(())
+    }
+
+    /// The consensus record stored with the head block, if the head was committed with one.
+    pub fn consensus_record(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get(Cf::ConsensusWal, schema::FINALIZED_KEY, |v| Ok(v.to_vec()))
+    }
+
+    /// Appends entry `sequence` to the consensus write-ahead log and syncs it to disk before
+    /// returning (see the module docs).
+    pub fn wal_append(&self, sequence: u64, entry: &[u8]) -> Result<(), StoreError> {
+        let mut options = rocksdb::WriteOptions::default();
+        options.set_sync(true);
+        self.db
+            .put_cf_opt(
+                self.cf(Cf::ConsensusWal)?,
+                schema::wal_key(sequence),
+                entry,
+                &options,
+            )
+            .map_err(|source| StoreError::Db {
+                op: "put",
+                cf: Cf::ConsensusWal.name(),
+                source,
+            })
+    }
+
+    /// The write-ahead log's entries, in sequence order.
+    pub fn wal_entries(&self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let cf = self.cf(Cf::ConsensusWal)?;
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(
+            cf,
+            IteratorMode::From(schema::WAL_PREFIX, Direction::Forward),
+        );
+        for item in iter {
+            let (key, value) = item.map_err(|source| StoreError::Db {
+                op: "iterate",
+                cf: Cf::ConsensusWal.name(),
+                source,
+            })?;
+            let Some(sequence) = schema::decode_wal_key(&key) else {
+                break;
+            };
+            out.push((sequence, value.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Deletes the write-ahead log's entries below `sequence`.
+    pub fn wal_truncate(&self, sequence: u64) -> Result<(), StoreError> {
+        let cf = self.cf(Cf::ConsensusWal)?;
+        self.db
+            .delete_range_cf(cf, schema::wal_key(0), schema::wal_key(sequence))
+            .map_err(|source| StoreError::Db {
+                op: "delete_range",
+                cf: Cf::ConsensusWal.name(),
+                source,
+            })
     }
 
     /// Number and hash of the last committed block; `None` before genesis.

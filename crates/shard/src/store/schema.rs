@@ -68,6 +68,26 @@ impl Cf {
 /// Key in `meta` of the head: value `number (8) ‖ hash (32)`.
 pub(crate) const HEAD_KEY: &[u8] = b"head";
 
+/// Key in `consensus_wal` of the finalized head's consensus record.
+pub(crate) const FINALIZED_KEY: &[u8] = b"finalized";
+
+/// Prefix of write-ahead-log keys in `consensus_wal`.
+pub(crate) const WAL_PREFIX: &[u8] = b"w";
+
+pub(crate) fn wal_key(sequence: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = WAL_PREFIX[0];
+    key[1..].copy_from_slice(&sequence.to_be_bytes());
+    key
+}
+
+pub(crate) fn decode_wal_key(key: &[u8]) -> Option<u64> {
+    match key {
+        [b'w', rest @ ..] => Some(u64::from_be_bytes(rest.try_into().ok()?)),
+        _ => None,
+    }
+}
+
 /// Key of per-block tables (`headers`, `bodies`, `receipts`): the block number.
 pub(crate) fn block_key(number: u64) -> [u8; 8] {
     number.to_be_bytes()

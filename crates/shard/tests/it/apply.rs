@@ -187,8 +187,15 @@ fn applied_blocks_carry_ethereum_state_roots() {
     let mut included = 0;
     for (i, txs) in blocks.iter().enumerate() {
         // Block-STM on every block, even these small ones, over RocksDB.
-        let applied =
-            apply_block(&store, &rules, &template, txs, ParallelConfig::always(2)).unwrap();
+        let applied = apply_block(
+            &store,
+            &rules,
+            &template,
+            txs,
+            ParallelConfig::always(2),
+            None,
+        )
+        .unwrap();
         mirror.apply(&applied.output.diff);
         assert_eq!(applied.header.number, i as u64 + 1);
         assert_eq!(
@@ -244,6 +251,7 @@ fn applied_blocks_carry_ethereum_state_roots() {
             &template,
             &[transfer(&alice, 3, bob.address, 1)],
             ParallelConfig::always(2),
+            None,
         )
         .unwrap()
         .output

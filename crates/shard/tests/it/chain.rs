@@ -167,3 +167,143 @@ fn reopening_continues_and_another_genesis_is_refused() {
     let err = Chain::open(dir.path(), &other, ShardId(0), MempoolConfig::default()).unwrap_err();
     assert!(matches!(err, ChainError::GenesisMismatch { .. }), "{err}");
 }
+
+#[test]
+fn payloads_skip_pending_transactions_attest_roots_and_divergence_stops_the_chain() {
+    use tessera_shard::{
+        chain::Verdict,
+        payload::{Checkpoint, Payload},
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let genesis = Genesis::dev(1);
+    let chain = Chain::open(dir.path(), &genesis, ShardId(0), MempoolConfig::default()).unwrap();
+    let accounts = derive_accounts(DEV_MNEMONIC, 2);
+    let (alice, bob) = (accounts[0], accounts[1]);
+    let raws: Vec<Vec<u8>> = (0..3)
+        .map(|n| sign_transfer(&alice, genesis.chain_id, n, bob.address, 1, 1))
+        .collect();
+    for raw in &raws {
+        chain.submit_raw(raw).unwrap();
+    }
+    let genesis_root = chain.head().unwrap().state_root;
+
+    // Block 1 takes all three; block 2, proposed on top of it before it executes, takes none
+    // of them again.
+    let first = chain.build_payload(100, 1, &[]).unwrap();
+    assert_eq!(first.transactions.len(), 3);
+    assert_eq!(
+        first.checkpoint,
+        Checkpoint {
+            number: 0,
+            state_root: genesis_root
+        }
+    );
+    let second = chain.build_payload(100, 2, &[&first]).unwrap();
+    assert!(second.transactions.is_empty());
+    // A fourth transaction from alice follows the pending nonces.
+    chain
+        .submit_raw(&sign_transfer(
+            &alice,
+            genesis.chain_id,
+            3,
+            bob.address,
+            1,
+            1,
+        ))
+        .unwrap();
+    assert_eq!(
+        chain
+            .build_payload(100, 2, &[&first])
+            .unwrap()
+            .transactions
+            .len(),
+        1
+    );
+
+    assert_eq!(
+        chain.verify_payload(&first, 1, 1_000).unwrap(),
+        Verdict::Valid
+    );
+    let mut wrong_root = first.clone();
+    wrong_root.checkpoint.state_root = B256::repeat_byte(1);
+    assert!(matches!(
+        chain.verify_payload(&wrong_root, 1, 1_000).unwrap(),
+        Verdict::Invalid(reason) if reason.contains("state root")
+    ));
+    assert!(matches!(
+        chain.verify_payload(&first, 1, 99).unwrap(),
+        Verdict::Invalid(reason) if reason.contains("timestamp")
+    ));
+    let mut garbage = first.clone();
+    garbage
+        .transactions
+        .push(Bytes::from_static(b"not a transaction"));
+    assert!(matches!(
+        chain.verify_payload(&garbage, 1, 1_000).unwrap(),
+        Verdict::Invalid(reason) if reason.contains("transaction 3")
+    ));
+    let mut ahead = second.clone();
+    ahead.checkpoint.number = 1;
+    assert_eq!(
+        chain.verify_payload(&ahead, 2, 1_000).unwrap(),
+        Verdict::NotYet { number: 1 }
+    );
+    let mut stale = second.clone();
+    stale.checkpoint.number = 0;
+    assert!(matches!(
+        chain.verify_payload(&stale, 70, 1_000).unwrap(),
+        Verdict::Invalid(_)
+    ));
+
+    // A finalized block whose checkpoint disagrees with this node's root stops it, and
+    // commits nothing.
+    assert!(matches!(
+        chain.apply_payload(&wrong_root, b"record"),
+        Err(ChainError::Divergence { number: 0, .. })
+    ));
+    assert_eq!(chain.head().unwrap().number, 0);
+
+    let applied = chain.apply_payload(&first, b"record 1").unwrap();
+    assert_eq!(applied.header.number, 1);
+    assert_eq!(applied.output.gas_used, 3 * 21_000);
+    assert_eq!(
+        chain.store().consensus_record().unwrap().unwrap(),
+        b"record 1"
+    );
+    let next = Payload {
+        timestamp: 50, // earlier than the parent's: applied as the parent's
+        checkpoint: Checkpoint {
+            number: 1,
+            state_root: applied.header.state_root,
+        },
+        transactions: vec![],
+    };
+    assert_eq!(
+        chain.verify_payload(&next, 2, 1_000).unwrap(),
+        Verdict::Valid
+    );
+    let header = chain.apply_payload(&next, b"record 2").unwrap().header;
+    assert_eq!(header.timestamp, 100);
+}
+
+#[test]
+fn the_consensus_wal_keeps_entries_in_order_and_truncates() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = tessera_shard::store::Store::open(dir.path()).unwrap();
+    assert!(store.wal_entries().unwrap().is_empty());
+    for sequence in [0u64, 1, 2, 300] {
+        store
+            .wal_append(sequence, format!("entry {sequence}").as_bytes())
+            .unwrap();
+    }
+    let sequences: Vec<u64> = store.wal_entries().unwrap().iter().map(|e| e.0).collect();
+    assert_eq!(sequences, vec![0, 1, 2, 300]);
+    store.wal_truncate(2).unwrap();
+    let entries = store.wal_entries().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0], (2, b"entry 2".to_vec()));
+    drop(store);
+    let reopened = tessera_shard::store::Store::open(dir.path()).unwrap();
+    assert_eq!(reopened.wal_entries().unwrap().len(), 2);
+    assert_eq!(reopened.consensus_record().unwrap(), None);
+}

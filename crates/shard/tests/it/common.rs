@@ -81,6 +81,7 @@ impl TestBlock {
             receipts: &self.receipts,
             diff: &self.diff,
             trie_nodes: &self.trie_nodes,
+            consensus: None,
         }
     }
 }
