@@ -14,8 +14,7 @@
 
 use alloy_primitives::B256;
 use std::{
-    cmp::Reverse,
-    collections::{BinaryHeap, VecDeque},
+    collections::VecDeque,
     sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -165,7 +164,8 @@ struct Driver {
     peers: Vec<PeerId>,
     topic: Topic,
     block_time: Duration,
-    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// The engine's single timer: when it fires and for which view.
+    timer: Option<(Instant, u64)>,
     wal_sequence: u64,
     /// (sequence, view) of every WAL entry still on disk, oldest first.
     wal_views: VecDeque<(u64, u64)>,
@@ -233,7 +233,7 @@ pub async fn run(
         peers,
         topic: Topic::Consensus(config.shard),
         block_time: config.block_time,
-        timers: BinaryHeap::new(),
+        timer: None,
         wal_sequence,
         wal_views,
         proposal: None,
@@ -247,7 +247,7 @@ pub async fn run(
     driver.outputs(initial).await?;
 
     loop {
-        let next_timer = driver.timers.peek().map(|Reverse((at, _))| *at);
+        let next_timer = driver.timer.map(|(at, _)| at);
         let next_proposal = driver.proposal.as_ref().map(|p| p.at);
         let wake = [next_timer, next_proposal].into_iter().flatten().min();
         let sleep = async {
@@ -324,8 +324,8 @@ impl Driver {
                 Output::Persist(entry) => self.persist(&entry)?,
                 Output::Broadcast(message) => self.broadcast(message).await,
                 Output::SetTimer { view, after_ms } => {
-                    let at = Instant::now() + Duration::from_millis(after_ms);
-                    self.timers.push(Reverse((at, view)));
+                    // Replaces any pending timer, as the engine's contract says.
+                    self.timer = Some((Instant::now() + Duration::from_millis(after_ms), view));
                 }
                 Output::Propose {
                     view,
@@ -543,11 +543,8 @@ impl Driver {
 
     async fn wake(&mut self) -> Result<(), DriverError> {
         let now = Instant::now();
-        while let Some(Reverse((at, view))) = self.timers.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
+        if let Some((_, view)) = self.timer.filter(|(at, _)| *at <= now) {
+            self.timer = None;
             self.handle(Input::Timeout { view }).await?;
         }
         if self.proposal.as_ref().is_some_and(|p| p.at <= now) {
