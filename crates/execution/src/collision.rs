@@ -122,7 +122,6 @@ mod tests {
     use alloy_consensus::{SignableTransaction, TxEnvelope, TxLegacy};
     use alloy_primitives::{bytes, keccak256, Address, Bytes, Signature, TxKind, U256};
     use secp256k1::{ecdsa::RecoverableSignature, Message, SecretKey};
-    use std::collections::BTreeMap;
     use tessera_primitives::{Account, Receipt, TxStatus, EMPTY_CODE_HASH};
 
     const CHAIN_ID: u64 = 1;
@@ -191,7 +190,7 @@ mod tests {
                 code_hash: EMPTY_CODE_HASH,
             },
         );
-        let slots: BTreeMap<U256, U256> = storage
+        let slots: crate::mem::Slots = storage
             .iter()
             .map(|&(k, v)| (U256::from(k), U256::from(v)))
             .collect();

@@ -127,16 +127,86 @@ pub enum ExecError {
     Evm(String),
 }
 
+/// An account's change over the transactions so far, in hash maps: the overlay is read far more
+/// often than it is turned into a [`StateDiff`].
+#[derive(Debug, Default)]
+struct Change {
+    info: Option<Account>,
+    storage_cleared: bool,
+    storage: HashMap<U256, U256>,
+}
+
+/// The block's changes so far.
+#[derive(Debug, Default)]
+struct Changes {
+    accounts: AddressMap<Change>,
+    codes: HashMap<B256, Bytes>,
+}
+
+impl Changes {
+    /// Layers a transaction's effects on top, as [`StateDiff::merge`] does.
+    fn merge(&mut self, state: &EvmState, spec: SpecId) {
+        for (address, effect) in effects(state, spec) {
+            if let Some((hash, code)) = effect.new_code() {
+                self.codes.insert(hash, code);
+            }
+            let storage = effect.storage();
+            match self.accounts.get_mut(&address) {
+                Some(existing) if !effect.cleared => {
+                    existing.info = effect.info;
+                    existing.storage.extend(storage);
+                }
+                _ => {
+                    self.accounts.insert(
+                        address,
+                        Change {
+                            info: effect.info,
+                            storage_cleared: effect.cleared,
+                            storage: storage.collect(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// The changes as a state diff, in its order.
+    fn into_diff(self) -> StateDiff {
+        let mut accounts: Vec<(Address, AccountChange)> = self
+            .accounts
+            .into_iter()
+            .map(|(address, change)| {
+                let mut storage: Vec<(U256, U256)> = change.storage.into_iter().collect();
+                storage.sort_unstable_by_key(|(slot, _)| *slot);
+                let change = AccountChange {
+                    info: change.info,
+                    storage_cleared: change.storage_cleared,
+                    storage: storage.into_iter().collect(),
+                };
+                (address, change)
+            })
+            .collect();
+        accounts.sort_unstable_by_key(|(address, _)| *address);
+        StateDiff {
+            accounts: accounts.into_iter().collect(),
+            codes: self.codes.into_iter().collect(),
+        }
+    }
+}
+
 /// The state as transactions of the block see it: the view, with the block's changes so far on
 /// top. Implements revm's `Database`.
 pub(crate) struct Overlay<'a, S: ?Sized> {
     view: &'a S,
-    diff: StateDiff,
+    diff: Changes,
     /// `view.has_storage` by address: the view does not change during the block.
     view_has_storage: AddressMap<bool>,
     /// Accounts the current transaction loaded that a creation may not overwrite because of
     /// their storage alone (EIP-7610). Almost always empty.
     storage_collisions: AddressSet,
+    /// The current transaction's sender: never the target of a creation in its own transaction
+    /// (that would take a hash collision), so not checked.
+    sender: Address,
     /// Analysed bytecode by hash: revm asks again in every transaction.
     codes: HashMap<B256, Bytecode>,
 }
@@ -145,17 +215,19 @@ impl<'a, S: StateView + ?Sized> Overlay<'a, S> {
     pub(crate) fn new(view: &'a S) -> Self {
         Overlay {
             view,
-            diff: StateDiff::default(),
+            diff: Changes::default(),
             view_has_storage: AddressMap::default(),
             storage_collisions: AddressSet::default(),
+            sender: Address::ZERO,
             codes: HashMap::default(),
         }
     }
 
     /// Starts a transaction (or its re-execution): collisions are noted per transaction,
     /// against the state as the transaction finds it.
-    fn begin_tx(&mut self) {
+    fn begin_tx(&mut self, sender: Address) {
         self.storage_collisions.clear();
+        self.sender = sender;
     }
 
     /// Whether the current transaction loaded an account only EIP-7610 forbids creating over.
@@ -202,7 +274,8 @@ impl<S: StateView + ?Sized> Database for Overlay<'_, S> {
         };
         // revm refuses creation over a nonce or code by itself; storage is for us to check.
         if let Some(a) = &account {
-            if a.nonce == 0 && a.code_hash == KECCAK_EMPTY && self.has_storage(&address)? {
+            let bare = a.nonce == 0 && a.code_hash == KECCAK_EMPTY && address != self.sender;
+            if bare && self.has_storage(&address)? {
                 self.storage_collisions.insert(address);
             }
         }
@@ -236,69 +309,100 @@ impl<S: StateView + ?Sized> Database for Overlay<'_, S> {
     }
 }
 
-/// Converts revm's post-transaction state into a diff of what changed. Self-destructed accounts
-/// and accounts left empty after being touched (EIP-161) are deleted with their storage.
-/// Accounts the transaction touched without changing are left out, so that the diff of a
-/// transaction is the same whichever executor ran it.
-pub(crate) fn diff_from_evm_state(state: EvmState, spec: SpecId) -> StateDiff {
-    let mut diff = StateDiff::default();
-    for (address, account) in state {
+/// What one transaction did to one account it changed, read off revm's post-transaction state.
+pub(crate) struct Effect<'a> {
+    /// The account afterwards; `None` deletes it with its storage.
+    pub info: Option<Account>,
+    /// Whether its storage was emptied first (created, or deleted).
+    pub cleared: bool,
+    account: &'a revm::state::Account,
+}
+
+impl Effect<'_> {
+    /// The slots written, with their new values; none when the account is deleted.
+    pub(crate) fn storage(&self) -> impl Iterator<Item = (U256, U256)> + '_ {
+        let created = self.info.is_some() && self.cleared;
+        let deleted = self.info.is_none();
+        self.account
+            .storage
+            .iter()
+            .filter(move |(_, slot)| !deleted && (created || slot.is_changed()))
+            .map(|(k, slot)| (*k, slot.present_value()))
+    }
+
+    /// Code the account was given, if any.
+    pub(crate) fn new_code(&self) -> Option<(B256, Bytes)> {
+        let info = &self.account.info;
+        let code_changed = info.code_hash != self.account.original_info().code_hash;
+        let fresh = self.account.is_created() || code_changed;
+        if self.info.is_none() || !fresh || info.code_hash == KECCAK_EMPTY {
+            return None;
+        }
+        info.code
+            .as_ref()
+            .map(|code| (info.code_hash, code.original_bytes()))
+    }
+}
+
+/// The accounts a transaction changed, in revm's (unordered) post-state. Self-destructed
+/// accounts and accounts left empty after being touched (EIP-161) are deleted with their
+/// storage. Accounts touched without being changed are left out, so that what a transaction
+/// changed is the same whichever executor ran it.
+pub(crate) fn effects(
+    state: &EvmState,
+    spec: SpecId,
+) -> impl Iterator<Item = (Address, Effect<'_>)> + '_ {
+    state.iter().filter_map(move |(address, account)| {
         if !account.is_touched() {
-            continue;
+            return None;
         }
         let existed = !account.is_loaded_as_not_existing();
-        let delete = account.is_selfdestructed() || account.state_clear_aware_is_empty(spec);
-        if delete {
-            if existed {
-                diff.accounts.insert(
-                    address,
-                    AccountChange {
-                        info: None,
-                        storage_cleared: true,
-                        storage: Default::default(),
-                    },
-                );
-            }
-            continue;
+        if account.is_selfdestructed() || account.state_clear_aware_is_empty(spec) {
+            return existed.then_some((
+                *address,
+                Effect {
+                    info: None,
+                    cleared: true,
+                    account,
+                },
+            ));
         }
         let created = account.is_created();
         let original = account.original_info();
-        let code_changed = account.info.code_hash != original.code_hash;
-        if (created || code_changed) && account.info.code_hash != KECCAK_EMPTY {
-            if let Some(code) = &account.info.code {
-                diff.codes
-                    .insert(account.info.code_hash, code.original_bytes());
-            }
-        }
-        let storage: std::collections::BTreeMap<U256, U256> = account
-            .storage
-            .iter()
-            .filter(|(_, slot)| created || slot.is_changed())
-            .map(|(k, slot)| (*k, slot.present_value()))
-            .collect();
         let unchanged = existed
             && !created
-            && storage.is_empty()
             && account.info.balance == original.balance
             && account.info.nonce == original.nonce
-            && !code_changed;
+            && account.info.code_hash == original.code_hash
+            && !account.storage.values().any(|slot| slot.is_changed());
         if unchanged {
-            continue;
+            return None;
         }
-        diff.accounts.insert(
-            address,
-            AccountChange {
-                info: Some(Account {
-                    nonce: account.info.nonce,
-                    balance: account.info.balance,
-                    code_hash: account.info.code_hash,
-                }),
-                storage_cleared: created,
-                storage,
+        let info = Account {
+            nonce: account.info.nonce,
+            balance: account.info.balance,
+            code_hash: account.info.code_hash,
+        };
+        Some((
+            *address,
+            Effect {
+                info: Some(info),
+                cleared: created,
+                account,
             },
-        );
+        ))
+    })
+}
+
+impl Effect<'_> {
+    /// The effect as a state diff's entry.
+    pub(crate) fn change(&self) -> AccountChange {
+        AccountChange {
+            info: self.info,
+            storage_cleared: self.cleared,
+            storage: self.storage().collect(),
+        }
     }
-    diff
 }
 
 /// revm's view of an account. Code is left for `code_by_hash`, unless there is none.
@@ -409,14 +513,14 @@ pub(crate) fn execute_block_dyn(
             }));
             continue;
         }
-        evm.ctx.journaled_state.database.begin_tx();
+        evm.ctx.journaled_state.database.begin_tx(tx.sender);
         let mut result = evm.transact(tx.tx_env());
         if result.is_ok() && evm.ctx.journaled_state.database.saw_storage_collision() {
             // The transaction loaded an account with storage but no nonce or code, which revm
             // would let a creation overwrite. Nothing of this run has reached the overlay (its
             // diff is merged below), so running the transaction again, this time with the
             // EIP-7610 inspector, starts from the same state.
-            evm.ctx.journaled_state.database.begin_tx();
+            evm.ctx.journaled_state.database.begin_tx(tx.sender);
             result = evm.inspect_tx(tx.tx_env());
         }
         let result = match result {
@@ -429,8 +533,11 @@ pub(crate) fn execute_block_dyn(
             Err(EVMError::Header(h)) => return Err(ExecError::Header(h.to_string())),
             Err(other) => return Err(ExecError::Evm(other.to_string())),
         };
-        let tx_diff = diff_from_evm_state(result.state, rules.fork.spec_id());
-        evm.ctx.journaled_state.database.diff.merge(tx_diff);
+        evm.ctx
+            .journaled_state
+            .database
+            .diff
+            .merge(&result.state, rules.fork.spec_id());
 
         let tx_gas = result.result.tx_gas_used();
         gas_used += tx_gas;
@@ -444,7 +551,7 @@ pub(crate) fn execute_block_dyn(
         )));
     }
 
-    let diff = std::mem::take(&mut evm.ctx.journaled_state.database.diff);
+    let diff = std::mem::take(&mut evm.ctx.journaled_state.database.diff).into_diff();
     Ok(BlockOutput {
         outcomes,
         diff,

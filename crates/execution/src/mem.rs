@@ -1,20 +1,27 @@
 //! A complete state held in memory, for the conformance runners (whose fixtures are small,
 //! self-contained states) and for tests. Its root is Ethereum's state root, computed from scratch
 //! with alloy-trie's `HashBuilder`: an implementation independent of the shard's incremental
-//! commitment.
+//! commitment. Hash maps, like the caches of the state a real node reads through: iteration
+//! order does not matter here (the root sorts by hashed key), lookups dominate.
 
 use crate::state::{StateError, StateView};
-use alloy_primitives::{Address, Bytes, B256, U256};
+use alloy_primitives::{
+    map::{AddressMap, B256Map, HashMap},
+    Address, Bytes, B256, U256,
+};
 use alloy_trie::{root, TrieAccount};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use tessera_primitives::{Account, StateDiff};
 
-/// Accounts, storage, code and block hashes in ordered maps.
+/// One account's storage slots.
+pub type Slots = HashMap<U256, U256>;
+
+/// Accounts, storage, code and block hashes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MemState {
-    pub accounts: BTreeMap<Address, Account>,
-    pub storage: BTreeMap<Address, BTreeMap<U256, U256>>,
-    pub codes: HashMap<B256, Bytes>,
+    pub accounts: AddressMap<Account>,
+    pub storage: AddressMap<Slots>,
+    pub codes: B256Map<Bytes>,
     pub block_hashes: BTreeMap<u64, B256>,
 }
 

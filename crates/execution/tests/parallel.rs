@@ -9,7 +9,7 @@ use alloy_consensus::{SignableTransaction, TxEnvelope, TxLegacy};
 use alloy_primitives::{keccak256, Address, Bytes, Signature, TxKind, B256, U256};
 use proptest::prelude::*;
 use secp256k1::{ecdsa::RecoverableSignature, Message, PublicKey, SecretKey};
-use std::{collections::BTreeMap, path::PathBuf, sync::OnceLock};
+use std::{path::PathBuf, sync::OnceLock};
 use tessera_execution::{
     execute_block, execute_block_parallel_with_stats, first_difference, mem::MemState, BlockEnv,
     ChainRules, Fork, ParallelConfig, RecoveredTx,
@@ -187,7 +187,7 @@ fn contract(state: &mut MemState, address: Address, code: &[u8], balance: u64) {
 
 fn pre_state(recipient: Recipient) -> MemState {
     let mut state = MemState::default();
-    let mut token_storage = BTreeMap::new();
+    let mut token_storage = tessera_execution::mem::Slots::default();
     for i in 0..SENDERS {
         let address = signer(i).1;
         state.accounts.insert(

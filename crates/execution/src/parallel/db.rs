@@ -109,6 +109,9 @@ pub(crate) fn credit_fee(
 pub(crate) struct TxDb<'a> {
     block: &'a BlockState<'a>,
     pub idx: TxIdx,
+    /// The transaction's sender: never the target of a creation in its own transaction (that
+    /// would take a hash collision), so not checked for EIP-7610.
+    sender: Address,
     /// The recipient of a plain value transfer, read lazily if it has no code.
     pub lazy_recipient: Option<Address>,
     /// Whether this incarnation read the recipient lazily.
@@ -125,6 +128,7 @@ impl<'a> TxDb<'a> {
         TxDb {
             block,
             idx: 0,
+            sender: Address::ZERO,
             lazy_recipient: None,
             lazy_used: false,
             reads: Vec::new(),
@@ -133,8 +137,9 @@ impl<'a> TxDb<'a> {
         }
     }
 
-    pub(crate) fn begin(&mut self, idx: TxIdx, lazy_recipient: Option<Address>) {
+    pub(crate) fn begin(&mut self, idx: TxIdx, sender: Address, lazy_recipient: Option<Address>) {
         self.idx = idx;
+        self.sender = sender;
         self.lazy_recipient = lazy_recipient;
         self.lazy_used = false;
         self.reads.clear();
@@ -210,7 +215,10 @@ impl<'a> TxDb<'a> {
         let read = block.mv.read_account(address, self.idx)?;
         let account = read.resolve(|| Ok(block.view.account(&address)?))?;
         self.reads.push(Read::Account(address, read));
-        self.check_storage_collision(address, &account, matches!(read, AccountRead::Written(..)))?;
+        if address != self.sender {
+            let written = matches!(read, AccountRead::Written(..));
+            self.check_storage_collision(address, &account, written)?;
+        }
         Ok(account)
     }
 }

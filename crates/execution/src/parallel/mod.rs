@@ -34,8 +34,8 @@ mod scheduler;
 
 use crate::{
     executor::{
-        cfg_env, diff_from_evm_state, execute_block_dyn, receipt_from, revm_block_env, BlockOutput,
-        ExecError, Rejection, TxOutcome,
+        cfg_env, effects, execute_block_dyn, receipt_from, revm_block_env, BlockOutput, ExecError,
+        Rejection, TxOutcome,
     },
     fork::eip1283_sstore,
     state::StateView,
@@ -177,6 +177,18 @@ enum Stop {
     Halt(Halt),
 }
 
+impl Stop {
+    /// A reason to stop the whole block; waiting cannot happen once it is done.
+    fn into_halt(self) -> Halt {
+        match self {
+            Stop::Halt(halt) => halt,
+            Stop::Blocked(idx) => Halt::Error(ExecError::Evm(format!(
+                "finished block waits for transaction {idx}"
+            ))),
+        }
+    }
+}
+
 impl From<DbError> for Stop {
     fn from(e: DbError) -> Self {
         match e {
@@ -217,15 +229,20 @@ where
     }
 }
 
+/// Account changes, sorted by address.
+type Changes = Vec<(Address, AccountChange)>;
+
 /// revm as one worker runs it.
 type ParallelEvm<'a> = MainnetEvm<MainnetContext<TxDb<'a>>>;
 
-/// The last execution of one transaction.
+/// The last execution of one transaction. Its writes are in the multi-version memory, where
+/// the block's final state is read from once every transaction has validated.
 struct TxResult {
     outcome: Result<ExecutionResult, Rejection>,
-    diff: StateDiff,
-    /// The recipient whose balance in `diff` is a credit, not a balance.
-    lazy_recipient: Option<Address>,
+    /// Code it deployed.
+    codes: Vec<(B256, Bytes)>,
+    /// What it did to the fee recipient, whose final state is put together in order.
+    beneficiary: Option<AccountChange>,
     fee: Fee,
 }
 
@@ -256,6 +273,10 @@ struct Run<'a> {
     halt: Mutex<Option<Halt>>,
     executions: AtomicUsize,
     aborts: AtomicUsize,
+    /// The next shard of the multi-version memory to gather once the block is done.
+    next_shard: AtomicUsize,
+    /// The final account changes, by shard.
+    finals: Box<[Mutex<Changes>]>,
 }
 
 /// A transaction the executor can credit lazily: a plain value transfer (no calldata, no
@@ -312,6 +333,8 @@ fn block_stm(
         halt: Mutex::new(None),
         executions: AtomicUsize::new(0),
         aborts: AtomicUsize::new(0),
+        next_shard: AtomicUsize::new(0),
+        finals: (0..mv::SHARDS).map(|_| Mutex::default()).collect(),
     };
     std::thread::scope(|s| {
         for _ in 1..threads.max(1) {
@@ -360,6 +383,34 @@ impl Run<'_> {
                 }
             };
         }
+        if lock(&self.halt).is_none() {
+            self.gather();
+        }
+    }
+
+    /// Once every transaction has validated: the final account changes, shard by shard, shared
+    /// among the workers.
+    fn gather(&self) {
+        let view = self.state.view;
+        loop {
+            let shard = self.next_shard.fetch_add(1, Ordering::Relaxed);
+            if shard >= mv::SHARDS {
+                return;
+            }
+            let changes = self
+                .state
+                .mv
+                .final_changes(shard, &self.env.beneficiary, |address| {
+                    Ok(view.account(address)?)
+                });
+            match changes {
+                Ok(changes) => *lock(&self.finals[shard]) = changes,
+                Err(e) => {
+                    self.stop(Stop::from(e).into_halt());
+                    return;
+                }
+            }
+        }
     }
 
     /// Executes `version` until it finishes or has to wait for a lower transaction.
@@ -368,14 +419,8 @@ impl Run<'_> {
         loop {
             self.executions.fetch_add(1, Ordering::Relaxed);
             match self.execute(evm, idx) {
-                Ok(result) => {
-                    let writes = writes_of(&result.diff, result.lazy_recipient);
-                    let codes: Vec<(B256, Bytes)> = result
-                        .diff
-                        .codes
-                        .iter()
-                        .map(|(h, c)| (*h, c.clone()))
-                        .collect();
+                Ok((result, writes)) => {
+                    let codes = result.codes.clone();
                     let fee = result.fee;
                     {
                         let mut slot = lock(&self.slots[idx]);
@@ -402,10 +447,17 @@ impl Run<'_> {
         }
     }
 
-    /// One incarnation of transaction `idx`.
-    fn execute<'s>(&'s self, evm: &mut ParallelEvm<'s>, idx: usize) -> Result<TxResult, Stop> {
+    /// One incarnation of transaction `idx`: its result and the writes to publish.
+    fn execute<'s>(
+        &'s self,
+        evm: &mut ParallelEvm<'s>,
+        idx: usize,
+    ) -> Result<(TxResult, Vec<(Location, Value)>), Stop> {
         let tx = &self.txs[idx];
-        evm.ctx.journaled_state.database.begin(idx, self.lazy[idx]);
+        evm.ctx
+            .journaled_state
+            .database
+            .begin(idx, tx.sender, self.lazy[idx]);
         evm.ctx.set_tx(tx.tx_env());
         let outcome = DeferredReward::<_, EVMError<DbError>>(PhantomData).run(evm);
         let state = evm.finalize();
@@ -413,12 +465,13 @@ impl Run<'_> {
             Ok(execution) => execution,
             Err(EVMError::Database(e)) => return Err(e.into()),
             Err(EVMError::Transaction(invalid)) => {
-                return Ok(TxResult {
+                let result = TxResult {
                     outcome: Err(Rejection::Invalid(invalid.to_string())),
-                    diff: StateDiff::default(),
-                    lazy_recipient: None,
+                    codes: Vec::new(),
+                    beneficiary: None,
                     fee: Fee::None,
-                })
+                };
+                return Ok((result, Vec::new()));
             }
             Err(EVMError::Header(h)) => {
                 return Err(Stop::Halt(Halt::Error(ExecError::Header(h.to_string()))))
@@ -443,12 +496,37 @@ impl Run<'_> {
             price
         };
         let fee = Fee::Credit(U256::from(tip) * U256::from(execution.tx_gas_used()));
-        Ok(TxResult {
+        let mut result = TxResult {
             outcome: Ok(execution),
-            diff: diff_from_evm_state(state, self.spec),
-            lazy_recipient,
+            codes: Vec::new(),
+            beneficiary: None,
             fee,
-        })
+        };
+        let mut writes = Vec::with_capacity(state.len() + 1);
+        for (address, effect) in effects(&state, self.spec) {
+            if let Some(code) = effect.new_code() {
+                result.codes.push(code);
+            }
+            if lazy_recipient == Some(address) {
+                if let Some(info) = effect.info {
+                    writes.push((Location::Account(address), Value::Credit(info.balance)));
+                }
+                continue;
+            }
+            if address == self.env.beneficiary {
+                result.beneficiary = Some(effect.change());
+            }
+            writes.push((Location::Account(address), Value::Account(effect.info)));
+            if effect.cleared {
+                writes.push((Location::Cleared(address), Value::Cleared));
+            }
+            writes.extend(
+                effect
+                    .storage()
+                    .map(|(slot, value)| (Location::Storage(address, slot), Value::Storage(value))),
+            );
+        }
+        Ok((result, writes))
     }
 
     fn validate(&self, version: Version) -> Option<Task> {
@@ -464,16 +542,18 @@ impl Run<'_> {
         self.scheduler.finish_validation(version.idx, aborted)
     }
 
-    /// Puts the block together in transaction order: receipts with cumulative gas, lazy credits
-    /// turned into balances, and each transaction's fee credited after it.
+    /// Puts the block together: receipts with cumulative gas and the fee recipient's credits
+    /// in transaction order, then every other account's final state from the multi-version
+    /// memory.
     fn assemble(&self) -> Result<BlockOutput, Halt> {
-        let mut diff = StateDiff::default();
         let mut outcomes = Vec::with_capacity(self.txs.len());
+        let mut codes = std::collections::BTreeMap::new();
         let mut gas_used = 0u64;
-        let beneficiary = self.env.beneficiary;
-        // The fee recipient as of the transactions so far. Its credits are kept here and written
-        // to `diff` only before a transaction that changes it and at the end; `pending` says
+        // The fee recipient's entry in the block's diff, merged transaction by transaction as
+        // the sequential executor would. Its credits are kept in `recipient` and written to
+        // the entry only before a transaction that changes it and at the end; `pending` says
         // whether they changed it since, and whether one deleted it (EIP-161).
+        let mut beneficiary: Option<AccountChange> = None;
         let mut recipient = self.state.beneficiary_before;
         let mut pending: Option<bool> = None;
         for (tx, slot) in self.txs.iter().zip(self.slots.iter()) {
@@ -505,23 +585,17 @@ impl Run<'_> {
                     continue;
                 }
             };
-            let mut tx_diff = result.diff;
-            if let Some(recipient) = result.lazy_recipient {
-                if let Some(info) = tx_diff
-                    .accounts
-                    .get_mut(&recipient)
-                    .and_then(|c| c.info.as_mut())
-                {
-                    let before = current(&diff, self.state.view, recipient)?;
-                    info.balance += before.map_or(U256::ZERO, |a| a.balance);
+            codes.extend(result.codes);
+            if let Some(change) = result.beneficiary {
+                flush(&mut beneficiary, recipient, &mut pending);
+                recipient = change.info;
+                match &mut beneficiary {
+                    Some(existing) if !change.storage_cleared => {
+                        existing.info = change.info;
+                        existing.storage.extend(change.storage);
+                    }
+                    _ => beneficiary = Some(change),
                 }
-            }
-            if tx_diff.accounts.contains_key(&beneficiary) {
-                flush(&mut diff, beneficiary, recipient, &mut pending);
-                diff.merge(tx_diff);
-                recipient = diff.accounts[&beneficiary].info;
-            } else {
-                diff.merge(tx_diff);
             }
             if let Fee::Credit(fee) = result.fee {
                 let after = credit_fee(recipient, fee, self.state.state_clear);
@@ -541,72 +615,45 @@ impl Run<'_> {
                 effective_gas_price,
             )));
         }
-        flush(&mut diff, beneficiary, recipient, &mut pending);
+        flush(&mut beneficiary, recipient, &mut pending);
+
+        // The shards are in address order and each is sorted: the map is bulk-built.
+        let mut accounts: std::collections::BTreeMap<Address, AccountChange> = self
+            .finals
+            .iter()
+            .flat_map(|shard| std::mem::take(&mut *lock(shard)))
+            .collect();
+        if let Some(change) = beneficiary {
+            accounts.insert(self.env.beneficiary, change);
+        }
         Ok(BlockOutput {
             outcomes,
-            diff,
+            diff: StateDiff { accounts, codes },
             gas_used,
         })
     }
 }
 
-/// Writes the fee recipient's credits since the last flush into `diff`, as merging each
+/// Writes the fee recipient's credits since the last flush into its entry, as merging each
 /// credit's change in turn would have: a deletion among them empties the entry's storage.
 fn flush(
-    diff: &mut StateDiff,
-    beneficiary: Address,
+    entry: &mut Option<AccountChange>,
     recipient: Option<Account>,
     pending: &mut Option<bool>,
 ) {
     let Some(cleared) = pending.take() else {
         return;
     };
-    match diff.accounts.get_mut(&beneficiary) {
+    match entry {
         Some(entry) if !cleared => entry.info = recipient,
         _ => {
-            diff.accounts.insert(
-                beneficiary,
-                AccountChange {
-                    info: recipient,
-                    storage_cleared: cleared,
-                    storage: Default::default(),
-                },
-            );
+            *entry = Some(AccountChange {
+                info: recipient,
+                storage_cleared: cleared,
+                storage: Default::default(),
+            });
         }
     }
-}
-
-/// An account as of the changes so far, over the state before the block.
-fn current(
-    diff: &StateDiff,
-    view: &(dyn StateView + Sync),
-    address: Address,
-) -> Result<Option<Account>, Halt> {
-    Ok(match diff.accounts.get(&address) {
-        Some(change) => change.info,
-        None => view.account(&address)?,
-    })
-}
-
-/// The locations and values a transaction's state changes write.
-fn writes_of(diff: &StateDiff, lazy_recipient: Option<Address>) -> Vec<(Location, Value)> {
-    let mut writes = Vec::with_capacity(diff.key_count() + 1);
-    for (&address, change) in &diff.accounts {
-        if lazy_recipient == Some(address) {
-            if let Some(info) = change.info {
-                writes.push((Location::Account(address), Value::Credit(info.balance)));
-            }
-            continue;
-        }
-        writes.push((Location::Account(address), Value::Account(change.info)));
-        if change.storage_cleared {
-            writes.push((Location::Cleared(address), Value::Cleared));
-        }
-        for (&slot, &value) in &change.storage {
-            writes.push((Location::Storage(address, slot), Value::Storage(value)));
-        }
-    }
-    writes
 }
 
 /// The first way `got` differs from `expected` (outcomes, receipts, gas, bloom, receipts root,

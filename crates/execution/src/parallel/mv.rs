@@ -8,23 +8,22 @@
 //! block is recorded as such and compared without reading that state again.
 
 use alloy_primitives::{map::HashMap, Address, Bytes, B256, U256};
-use std::{
-    collections::BTreeMap,
-    hash::{BuildHasher, Hash},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Mutex, MutexGuard,
-    },
+use smallvec::SmallVec;
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    Mutex, MutexGuard,
 };
-use tessera_primitives::Account;
+use tessera_primitives::{Account, AccountChange};
 
 use super::lock;
 
 /// Index of a transaction in its block.
 pub(crate) type TxIdx = usize;
 
-/// Lock shards of the location map: enough that two workers rarely meet on one lock.
-const SHARDS: usize = 256;
+/// Lock shards of the location map, one per first byte of the address: enough that two workers
+/// rarely meet on one lock, and in address order, so that the block's final state comes out of
+/// them sorted, shard by shard, in parallel.
+pub(crate) const SHARDS: usize = 256;
 
 /// A unit of state a transaction reads or writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -34,6 +33,23 @@ pub(crate) enum Location {
     Storage(Address, U256),
     /// The account's storage was emptied (created or deleted) by the writer.
     Cleared(Address),
+}
+
+impl Location {
+    pub(crate) fn address(&self) -> &Address {
+        match self {
+            Location::Account(a) | Location::Storage(a, _) | Location::Cleared(a) => a,
+        }
+    }
+
+    /// Orders an account's locations together: the account, its clear, then its slots.
+    fn grouping(&self) -> (&Address, u8, U256) {
+        match self {
+            Location::Account(a) => (a, 0, U256::ZERO),
+            Location::Cleared(a) => (a, 1, U256::ZERO),
+            Location::Storage(a, slot) => (a, 2, *slot),
+        }
+    }
 }
 
 /// What a transaction wrote to a location.
@@ -117,11 +133,56 @@ pub(crate) enum Fee {
     Credit(U256),
 }
 
-type History = BTreeMap<TxIdx, Entry>;
+/// The entries of one location by writer, in index order. Most locations have one writer, whose
+/// entry is kept inline: no allocation per location.
+#[derive(Default)]
+pub(crate) struct History(SmallVec<[(TxIdx, Entry); 1]>);
+
+impl History {
+    /// Position of the first entry at or above `idx`.
+    fn position(&self, idx: TxIdx) -> usize {
+        self.0.partition_point(|(writer, _)| *writer < idx)
+    }
+
+    /// Entries below `idx`, latest first.
+    fn below(&self, idx: TxIdx) -> impl Iterator<Item = (TxIdx, &Entry)> {
+        self.0[..self.position(idx)]
+            .iter()
+            .rev()
+            .map(|(writer, entry)| (*writer, entry))
+    }
+
+    fn get_mut(&mut self, idx: TxIdx) -> Option<&mut Entry> {
+        let at = self.position(idx);
+        match self.0.get_mut(at) {
+            Some((writer, entry)) if *writer == idx => Some(entry),
+            _ => None,
+        }
+    }
+
+    fn insert(&mut self, idx: TxIdx, entry: Entry) {
+        let at = self.position(idx);
+        match self.0.get_mut(at) {
+            Some((writer, old)) if *writer == idx => *old = entry,
+            _ => self.0.insert(at, (idx, entry)),
+        }
+    }
+
+    fn remove(&mut self, idx: TxIdx) {
+        let at = self.position(idx);
+        if self.0.get(at).is_some_and(|(writer, _)| *writer == idx) {
+            self.0.remove(at);
+        }
+    }
+
+    /// All entries, in index order.
+    pub(crate) fn entries(&self) -> &[(TxIdx, Entry)] {
+        &self.0
+    }
+}
 
 pub(crate) struct MvMemory {
     shards: Box<[Mutex<HashMap<Location, History>>]>,
-    hasher: alloy_primitives::map::DefaultHashBuilder,
     /// Code deployed by the block's transactions, by hash. Content-addressed, so an entry left
     /// by an aborted incarnation is still correct for anyone who finds its hash.
     codes: Mutex<HashMap<B256, Bytes>>,
@@ -135,9 +196,17 @@ pub(crate) struct MvMemory {
 
 impl MvMemory {
     pub(crate) fn new(txs: usize) -> Self {
+        // Room for a few locations per transaction, so that shards rarely grow mid-block.
+        let per_shard = txs * 3 / SHARDS;
         MvMemory {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            hasher: Default::default(),
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(HashMap::with_capacity_and_hasher(
+                        per_shard,
+                        Default::default(),
+                    ))
+                })
+                .collect(),
             codes: Mutex::default(),
             any_cleared: AtomicBool::new(false),
             written: (0..txs).map(|_| Mutex::default()).collect(),
@@ -146,18 +215,18 @@ impl MvMemory {
     }
 
     fn shard(&self, location: &Location) -> MutexGuard<'_, HashMap<Location, History>> {
-        let h = self.hasher.hash_one(location) as usize;
-        lock(&self.shards[h % SHARDS])
+        lock(&self.shards[location.address()[0] as usize % SHARDS])
     }
 
     /// The latest entry below `idx` at `location`, with its writer.
     fn latest(&self, location: &Location, idx: TxIdx) -> Option<(TxIdx, Entry)> {
         let shard = self.shard(location);
         let history = shard.get(location)?;
-        history
-            .range(..idx)
-            .next_back()
-            .map(|(&writer, entry)| (writer, *entry))
+        let latest = history
+            .below(idx)
+            .next()
+            .map(|(writer, entry)| (writer, *entry));
+        latest
     }
 
     /// The account as transaction `idx` sees it: the latest absolute write below it plus the
@@ -171,7 +240,7 @@ impl MvMemory {
         let shard = self.shard(&location);
         let mut credit = U256::ZERO;
         if let Some(history) = shard.get(&location) {
-            for (&writer, entry) in history.range(..idx).rev() {
+            for (writer, entry) in history.below(idx) {
                 match entry {
                     None => return Err(Blocked(writer)),
                     Some(Value::Credit(c)) => credit += *c,
@@ -188,7 +257,7 @@ impl MvMemory {
         let location = Location::Account(address);
         let shard = self.shard(&location);
         if let Some(history) = shard.get(&location) {
-            for (&writer, entry) in history.range(..idx).rev() {
+            for (writer, entry) in history.below(idx) {
                 match entry {
                     None => return Err(Blocked(writer)),
                     Some(Value::Credit(_)) => continue,
@@ -260,8 +329,8 @@ impl MvMemory {
         let location = Location::Account(address);
         match self
             .shard(&location)
-            .get(&location)
-            .and_then(|h| h.get(&writer))
+            .get_mut(&location)
+            .and_then(|h| h.get_mut(writer))
         {
             Some(None) => Err(Blocked(writer)),
             Some(Some(Value::Account(None))) => Ok(true),
@@ -318,16 +387,19 @@ impl MvMemory {
         *lock(&self.fees[idx]) = fee;
 
         let mut written = lock(&self.written[idx]);
-        let mut wrote_new = false;
-        for location in &locations {
-            if written.binary_search(location).is_err() {
-                wrote_new = true;
-            }
+        if written.is_empty() {
+            // The usual case, a first incarnation: everything is new and nothing to remove.
+            let wrote_new = !locations.is_empty();
+            *written = locations;
+            return wrote_new;
         }
+        let wrote_new = locations
+            .iter()
+            .any(|location| written.binary_search(location).is_err());
         for old in written.iter() {
             if locations.binary_search(old).is_err() {
                 if let Some(history) = self.shard(old).get_mut(old) {
-                    history.remove(&idx);
+                    history.remove(idx);
                 }
             }
         }
@@ -343,11 +415,88 @@ impl MvMemory {
             if let Some(entry) = self
                 .shard(location)
                 .get_mut(location)
-                .and_then(|h| h.get_mut(&idx))
+                .and_then(|h| h.get_mut(idx))
             {
                 *entry = None;
             }
         }
         *lock(&self.fees[idx]) = Fee::Pending;
+    }
+
+    /// The final change of every account in `shard` except `skip`, sorted by address, from the
+    /// last incarnations' writes (once the block is done: no ESTIMATE is left then): what
+    /// merging each transaction's changes in order gives. The shard is emptied.
+    pub(crate) fn final_changes(
+        &self,
+        shard: usize,
+        skip: &Address,
+        base: impl Fn(&Address) -> Result<Option<Account>, super::db::DbError>,
+    ) -> Result<Vec<(Address, AccountChange)>, super::db::DbError> {
+        let histories = std::mem::take(&mut *lock(&self.shards[shard]));
+        let mut entries: Vec<(&Location, &History)> = histories.iter().collect();
+        entries.sort_unstable_by(|a, b| a.0.grouping().cmp(&b.0.grouping()));
+        let mut changes = Vec::new();
+        for group in entries.chunk_by(|a, b| a.0.address() == b.0.address()) {
+            let address = *group[0].0.address();
+            if address == *skip {
+                continue;
+            }
+            let mut info = None;
+            let mut cleared = None;
+            let mut storage = Vec::new();
+            for (location, history) in group {
+                let entries = history.entries();
+                let Some(&(writer, _)) = entries.last() else {
+                    continue;
+                };
+                match location {
+                    Location::Account(_) => {
+                        // The last absolute write plus the credits after it.
+                        let mut credit = U256::ZERO;
+                        let mut absolute = None;
+                        for (_, entry) in entries.iter().rev() {
+                            match entry {
+                                Some(Value::Credit(c)) => credit += *c,
+                                Some(Value::Account(a)) => {
+                                    absolute = Some(*a);
+                                    break;
+                                }
+                                _ => unreachable!("an account location holds accounts"),
+                            }
+                        }
+                        let account = match absolute {
+                            Some(account) => account,
+                            None => base(&address)?,
+                        };
+                        info = Some(add_credit(account, credit));
+                    }
+                    Location::Cleared(_) => cleared = Some(writer),
+                    Location::Storage(_, slot) => {
+                        // Slots come after the clear: a write before it was wiped by it.
+                        if cleared.is_none_or(|c| writer >= c) {
+                            if let Some((_, Some(Value::Storage(v)))) = entries.last() {
+                                storage.push((*slot, *v));
+                            }
+                        }
+                    }
+                }
+            }
+            let Some(info) = info else {
+                unreachable!("a transaction that changes an account writes the account");
+            };
+            changes.push((
+                address,
+                AccountChange {
+                    info,
+                    storage_cleared: cleared.is_some(),
+                    // Sorted already: bulk-built.
+                    storage: storage.into_iter().collect(),
+                },
+            ));
+        }
+        drop(entries);
+        // Freed here, on the worker that gathered it.
+        drop(histories);
+        Ok(changes)
     }
 }

@@ -35,15 +35,28 @@ pub(crate) enum Task {
     Validate(Version),
 }
 
+/// A value on a cache line of its own: the shared counters are written by every worker, and
+/// on one line each write would also evict the others (and `done`, read in every loop).
+#[derive(Default)]
+#[repr(align(128))]
+struct Padded<T>(T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 pub(crate) struct Scheduler {
     n: usize,
-    execution_idx: AtomicUsize,
-    validation_idx: AtomicUsize,
+    execution_idx: Padded<AtomicUsize>,
+    validation_idx: Padded<AtomicUsize>,
     /// Bumped whenever an index is pulled back, so `check_done` can tell it raced one.
-    decrease_cnt: AtomicUsize,
+    decrease_cnt: Padded<AtomicUsize>,
     /// Tasks handed out and not finished.
-    active: AtomicUsize,
-    done: AtomicBool,
+    active: Padded<AtomicUsize>,
+    done: Padded<AtomicBool>,
     status: Box<[Mutex<(usize, Status)>]>,
     dependents: Box<[Mutex<Vec<TxIdx>>]>,
 }
@@ -52,11 +65,11 @@ impl Scheduler {
     pub(crate) fn new(n: usize) -> Self {
         Scheduler {
             n,
-            execution_idx: AtomicUsize::new(0),
-            validation_idx: AtomicUsize::new(0),
-            decrease_cnt: AtomicUsize::new(0),
-            active: AtomicUsize::new(0),
-            done: AtomicBool::new(n == 0),
+            execution_idx: Padded(AtomicUsize::new(0)),
+            validation_idx: Padded(AtomicUsize::new(0)),
+            decrease_cnt: Padded(AtomicUsize::new(0)),
+            active: Padded(AtomicUsize::new(0)),
+            done: Padded(AtomicBool::new(n == 0)),
             status: (0..n)
                 .map(|_| Mutex::new((0, Status::ReadyToExecute)))
                 .collect(),

@@ -50,6 +50,10 @@ pub struct Args {
     /// Run only these workloads (transfers, erc20, contention, mixed, mainnet).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// For profiling: run only this variant (baseline, sequential, parallel) `runs` times at
+    /// `threads`, checking each result, and print nothing but failures.
+    #[arg(long, hide = true)]
+    profile: Option<String>,
 }
 
 /// One block of a workload.
@@ -197,7 +201,7 @@ fn synthetic(n: usize, token: &Bytes, kind_of: impl Fn(usize) -> Kind) -> Case {
     let mut pre = MemState::default();
     deploy(&mut pre, TOKEN, token.clone());
     deploy(&mut pre, COUNTER, Bytes::from_static(&COUNTER_CODE));
-    let mut token_storage = BTreeMap::new();
+    let mut token_storage = tessera_execution::mem::Slots::default();
     let txs = (0..n)
         .map(|i| {
             let from = signer(i);
@@ -403,7 +407,7 @@ fn check(case: &Case, output: &BlockOutput, gas: u64, expected: &Final) -> Resul
     }
     let mut post = case.pre.clone();
     post.apply(&output.diff);
-    let empty = BTreeMap::new();
+    let empty = tessera_execution::mem::Slots::default();
     for address in expected.keys().chain(output.diff.accounts.keys()) {
         let got_account = normal(post.accounts.get(address).copied());
         let got_storage = post.storage.get(address).unwrap_or(&empty);
@@ -523,6 +527,36 @@ fn us_per_tx(d: Duration, txs: usize) -> f64 {
     d.as_secs_f64() * 1e6 / txs as f64
 }
 
+/// Runs one variant only, for a profiler to look at.
+fn profile(workloads: &[Workload], variant: &str, threads: usize, runs: u32) -> Result<(), String> {
+    for workload in workloads {
+        for case in &workload.cases {
+            let (_, gas, expected) = baseline(case)?;
+            for _ in 0..runs {
+                let output = match variant {
+                    "baseline" => {
+                        baseline(case)?;
+                        continue;
+                    }
+                    "sequential" => execute_block(&case.rules, &case.env, &case.txs, &case.pre),
+                    "parallel" => execute_block_parallel_with_stats(
+                        &case.rules,
+                        &case.env,
+                        &case.txs,
+                        &case.pre,
+                        ParallelConfig::always(threads),
+                    )
+                    .map(|(output, _)| output),
+                    other => return Err(format!("unknown variant {other}")),
+                }
+                .map_err(|e| e.to_string())?;
+                check(case, &output, gas, &expected)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: &Args) -> ExitCode {
     let threads = args
         .threads
@@ -534,6 +568,15 @@ pub fn run(args: &Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(variant) = &args.profile {
+        return match profile(&workloads, variant, threads, args.runs) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if !args.json {
         println!(
             "median of {} runs; µs per transaction (ratio: baseline time / this time)",

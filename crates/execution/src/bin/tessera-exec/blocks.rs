@@ -221,7 +221,7 @@ fn load_block(path: &Path, hashes: &BTreeMap<u64, B256>) -> Result<MainnetBlock,
                 code_hash,
             },
         );
-        let slots: BTreeMap<U256, U256> = acc
+        let slots: tessera_execution::mem::Slots = acc
             .storage
             .into_iter()
             .filter(|(_, v)| !v.is_zero())

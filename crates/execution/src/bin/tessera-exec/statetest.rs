@@ -186,7 +186,7 @@ fn pre_state(unit: &TestUnit) -> MemState {
                 code_hash,
             },
         );
-        let slots: BTreeMap<U256, U256> = info
+        let slots: tessera_execution::mem::Slots = info
             .storage
             .iter()
             .filter(|(_, v)| !v.is_zero())
