@@ -440,3 +440,40 @@ fn a_different_block_is_noticed() {
     assert!(first_difference(&left, &right).is_some());
     assert!(first_difference(&left, &left).is_none());
 }
+
+/// A block where every transaction writes one slot, as the node runs it: Block-STM may give up
+/// on it for the sequential executor part way (when it does depends on timing), and the output
+/// is the same either way; with the fallback off, Block-STM finishes it alone.
+#[test]
+fn contended_block_falls_back_with_the_same_output() {
+    let actions: Vec<_> = (0..400)
+        .map(|i| (i % SENDERS, Action::Counter, 1))
+        .collect();
+    let pre = pre_state(Recipient::Funded);
+    let txs = block_txs(&actions, Fork::Prague);
+    let rules = ChainRules {
+        chain_id: 1,
+        fork: Fork::Prague,
+    };
+    let sequential = execute_block(&rules, &env(), &txs, &pre).unwrap();
+    let node = ParallelConfig {
+        min_txs: 0,
+        ..ParallelConfig::with_threads(2)
+    };
+    for _ in 0..20 {
+        let (output, stats) =
+            execute_block_parallel_with_stats(&rules, &env(), &txs, &pre, node).unwrap();
+        assert!(matches!(stats.fallback, None | Some("contention")));
+        assert_eq!(first_difference(&sequential, &output), None);
+        let (output, stats) = execute_block_parallel_with_stats(
+            &rules,
+            &env(),
+            &txs,
+            &pre,
+            ParallelConfig::always(2),
+        )
+        .unwrap();
+        assert_eq!(stats.fallback, None);
+        assert_eq!(first_difference(&sequential, &output), None);
+    }
+}

@@ -79,6 +79,10 @@ pub struct ParallelConfig {
     /// Blocks with fewer transactions run sequentially: starting workers and keeping versions
     /// costs more than it gains on them.
     pub min_txs: usize,
+    /// Give up on Block-STM for the block, and run it sequentially, once many incarnations end
+    /// in an abort or a wait (a block of transactions that all touch one slot): each one then
+    /// waits for the one before it, and the versions only add cost.
+    pub contention_fallback: bool,
 }
 
 impl ParallelConfig {
@@ -96,6 +100,7 @@ impl ParallelConfig {
             } else {
                 Self::DEFAULT_MIN_TXS
             },
+            contention_fallback: true,
         }
     }
 
@@ -104,12 +109,13 @@ impl ParallelConfig {
         Self::with_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
-    /// Block-STM for every block, however small, even on one thread: what tests and benchmarks
-    /// of the parallel path use.
+    /// Block-STM for every block, however small or contended, even on one thread: what the
+    /// equivalence tests of the parallel path use.
     pub fn always(threads: usize) -> Self {
         ParallelConfig {
             threads: threads.max(1),
             min_txs: 0,
+            contention_fallback: false,
         }
     }
 }
@@ -155,7 +161,7 @@ pub fn execute_block_parallel_with_stats<S: StateView + Sync>(
     if txs.len() < config.min_txs {
         stats.fallback = Some("small block");
     } else {
-        match block_stm(rules, env, txs, state, config.threads, &mut stats) {
+        match block_stm(rules, env, txs, state, config, &mut stats) {
             Ok(output) => return Ok((output, stats)),
             Err(Halt::Fallback(why)) => stats.fallback = Some(why),
             Err(Halt::Error(e)) => return Err(e),
@@ -253,6 +259,20 @@ struct Slot {
     reads: Vec<Read>,
 }
 
+/// A value on a cache line of its own. Workers run neighbouring transactions at the same time:
+/// with their per-transaction locks side by side, each write would evict the other's line. The
+/// scheduler's shared counters are kept apart for the same reason.
+#[derive(Default)]
+#[repr(align(128))]
+pub(super) struct Padded<T>(pub T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// Locks `m`. A worker that panicked propagates its panic out of the thread scope, so data it
 /// left behind a poisoned lock is never used for a result.
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -268,12 +288,16 @@ struct Run<'a> {
     spec: SpecId,
     state: BlockState<'a>,
     scheduler: Scheduler,
-    slots: Box<[Mutex<Slot>]>,
+    slots: Box<[Padded<Mutex<Slot>>]>,
     lazy: Box<[Option<Address>]>,
     halt: Mutex<Option<Halt>>,
     executions: AtomicUsize,
     aborts: AtomicUsize,
-    /// The next shard of the multi-version memory to gather once the block is done.
+    /// Incarnations that stopped to wait for a lower transaction.
+    waits: AtomicUsize,
+    contention_fallback: bool,
+    /// The next shard of the multi-version memory to gather once the block is done (then the
+    /// next chunk of transactions whose buffers to free).
     next_shard: AtomicUsize,
     /// The final account changes, by shard.
     finals: Box<[Mutex<Changes>]>,
@@ -299,7 +323,7 @@ fn block_stm(
     env: &BlockEnv,
     txs: &[RecoveredTx],
     view: &(dyn StateView + Sync),
-    threads: usize,
+    config: ParallelConfig,
     stats: &mut ParallelStats,
 ) -> Result<BlockOutput, Halt> {
     let cfg = cfg_env(rules);
@@ -325,7 +349,7 @@ fn block_stm(
             state_clear: spec.is_enabled_in(SpecId::SPURIOUS_DRAGON),
         },
         scheduler: Scheduler::new(txs.len()),
-        slots: (0..txs.len()).map(|_| Mutex::default()).collect(),
+        slots: (0..txs.len()).map(|_| Padded::default()).collect(),
         lazy: txs
             .iter()
             .map(|tx| lazy_recipient(tx, env.beneficiary))
@@ -333,11 +357,13 @@ fn block_stm(
         halt: Mutex::new(None),
         executions: AtomicUsize::new(0),
         aborts: AtomicUsize::new(0),
+        waits: AtomicUsize::new(0),
+        contention_fallback: config.contention_fallback,
         next_shard: AtomicUsize::new(0),
         finals: (0..mv::SHARDS).map(|_| Mutex::default()).collect(),
     };
     std::thread::scope(|s| {
-        for _ in 1..threads.max(1) {
+        for _ in 1..config.threads.max(1) {
             s.spawn(|| run.work());
         }
         run.work();
@@ -389,13 +415,24 @@ impl Run<'_> {
     }
 
     /// Once every transaction has validated: the final account changes, shard by shard, shared
-    /// among the workers.
+    /// among the workers, which then free the per-transaction buffers (so that the calling
+    /// thread does not free them all alone).
     fn gather(&self) {
+        const CHUNK: usize = 512;
         let view = self.state.view;
+        let items = mv::SHARDS + self.txs.len().div_ceil(CHUNK);
         loop {
             let shard = self.next_shard.fetch_add(1, Ordering::Relaxed);
-            if shard >= mv::SHARDS {
+            if shard >= items {
                 return;
+            }
+            if shard >= mv::SHARDS {
+                let start = (shard - mv::SHARDS) * CHUNK;
+                for idx in start..(start + CHUNK).min(self.txs.len()) {
+                    self.state.mv.release(idx);
+                    drop(std::mem::take(&mut lock(&self.slots[idx]).reads));
+                }
+                continue;
             }
             let changes = self
                 .state
@@ -435,6 +472,8 @@ impl Run<'_> {
                 }
                 Err(Stop::Blocked(blocking)) => {
                     if self.scheduler.add_dependency(idx, blocking) {
+                        self.waits.fetch_add(1, Ordering::Relaxed);
+                        self.check_contention();
                         return None;
                     }
                     // It finished in the meantime: read again.
@@ -529,6 +568,24 @@ impl Run<'_> {
         Ok((result, writes))
     }
 
+    /// Falls back to sequential execution once, after a first stretch, a third of the
+    /// incarnations were aborted or had to wait: about what a block of transactions that all
+    /// write one slot shows on two workers, and well above what ordinary blocks show (under a
+    /// tenth for most of the mainnet fixtures). Whichever way it goes, the output is the same.
+    fn check_contention(&self) {
+        /// Incarnations before the rate is judged: enough that a few early conflicts in an
+        /// ordinary block do not decide it.
+        const WINDOW: usize = 64;
+        if !self.contention_fallback {
+            return;
+        }
+        let executions = self.executions.load(Ordering::Relaxed);
+        let lost = self.aborts.load(Ordering::Relaxed) + self.waits.load(Ordering::Relaxed);
+        if executions >= WINDOW && 3 * lost >= executions {
+            self.stop(Halt::Fallback("contention"));
+        }
+    }
+
     fn validate(&self, version: Version) -> Option<Task> {
         let valid = {
             let slot = lock(&self.slots[version.idx]);
@@ -538,6 +595,7 @@ impl Run<'_> {
         if aborted {
             self.aborts.fetch_add(1, Ordering::Relaxed);
             self.state.mv.mark_estimates(version.idx);
+            self.check_contention();
         }
         self.scheduler.finish_validation(version.idx, aborted)
     }

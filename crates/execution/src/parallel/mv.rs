@@ -15,7 +15,7 @@ use std::sync::{
 };
 use tessera_primitives::{Account, AccountChange};
 
-use super::lock;
+use super::{lock, Padded};
 
 /// Index of a transaction in its block.
 pub(crate) type TxIdx = usize;
@@ -181,8 +181,11 @@ impl History {
     }
 }
 
+/// The histories of the locations of one range of addresses.
+type Shard = HashMap<Location, History>;
+
 pub(crate) struct MvMemory {
-    shards: Box<[Mutex<HashMap<Location, History>>]>,
+    shards: Box<[Padded<Mutex<Shard>>]>,
     /// Code deployed by the block's transactions, by hash. Content-addressed, so an entry left
     /// by an aborted incarnation is still correct for anyone who finds its hash.
     codes: Mutex<HashMap<B256, Bytes>>,
@@ -190,8 +193,8 @@ pub(crate) struct MvMemory {
     /// until one has.
     any_cleared: AtomicBool,
     /// Per transaction: the locations its last incarnation wrote.
-    written: Box<[Mutex<Vec<Location>>]>,
-    fees: Box<[Mutex<Fee>]>,
+    written: Box<[Padded<Mutex<Vec<Location>>>]>,
+    fees: Box<[Padded<Mutex<Fee>>]>,
 }
 
 impl MvMemory {
@@ -201,20 +204,20 @@ impl MvMemory {
         MvMemory {
             shards: (0..SHARDS)
                 .map(|_| {
-                    Mutex::new(HashMap::with_capacity_and_hasher(
+                    Padded(Mutex::new(HashMap::with_capacity_and_hasher(
                         per_shard,
                         Default::default(),
-                    ))
+                    )))
                 })
                 .collect(),
             codes: Mutex::default(),
             any_cleared: AtomicBool::new(false),
-            written: (0..txs).map(|_| Mutex::default()).collect(),
-            fees: (0..txs).map(|_| Mutex::new(Fee::Pending)).collect(),
+            written: (0..txs).map(|_| Padded::default()).collect(),
+            fees: (0..txs).map(|_| Padded(Mutex::new(Fee::Pending))).collect(),
         }
     }
 
-    fn shard(&self, location: &Location) -> MutexGuard<'_, HashMap<Location, History>> {
+    fn shard(&self, location: &Location) -> MutexGuard<'_, Shard> {
         lock(&self.shards[location.address()[0] as usize % SHARDS])
     }
 
@@ -405,6 +408,11 @@ impl MvMemory {
         }
         *written = locations;
         wrote_new
+    }
+
+    /// Frees what is kept to replace `idx`'s writes, once the block is done.
+    pub(crate) fn release(&self, idx: TxIdx) {
+        drop(std::mem::take(&mut *lock(&self.written[idx])));
     }
 
     /// Marks every write of `idx`'s last incarnation as ESTIMATE: readers above wait for its

@@ -12,7 +12,7 @@ use std::sync::{
     Mutex,
 };
 
-use super::{lock, mv::TxIdx};
+use super::{lock, mv::TxIdx, Padded};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Status {
@@ -21,6 +21,9 @@ enum Status {
     Executed,
     Aborting,
 }
+
+/// The current incarnation of a transaction and its status.
+type Incarnation = (usize, Status);
 
 /// One incarnation of one transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,19 +38,6 @@ pub(crate) enum Task {
     Validate(Version),
 }
 
-/// A value on a cache line of its own: the shared counters are written by every worker, and
-/// on one line each write would also evict the others (and `done`, read in every loop).
-#[derive(Default)]
-#[repr(align(128))]
-struct Padded<T>(T);
-
-impl<T> std::ops::Deref for Padded<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
-
 pub(crate) struct Scheduler {
     n: usize,
     execution_idx: Padded<AtomicUsize>,
@@ -57,8 +47,9 @@ pub(crate) struct Scheduler {
     /// Tasks handed out and not finished.
     active: Padded<AtomicUsize>,
     done: Padded<AtomicBool>,
-    status: Box<[Mutex<(usize, Status)>]>,
-    dependents: Box<[Mutex<Vec<TxIdx>>]>,
+    /// Per transaction: its incarnation and status.
+    status: Box<[Padded<Mutex<Incarnation>>]>,
+    dependents: Box<[Padded<Mutex<Vec<TxIdx>>>]>,
 }
 
 impl Scheduler {
@@ -71,9 +62,9 @@ impl Scheduler {
             active: Padded(AtomicUsize::new(0)),
             done: Padded(AtomicBool::new(n == 0)),
             status: (0..n)
-                .map(|_| Mutex::new((0, Status::ReadyToExecute)))
+                .map(|_| Padded(Mutex::new((0, Status::ReadyToExecute))))
                 .collect(),
-            dependents: (0..n).map(|_| Mutex::default()).collect(),
+            dependents: (0..n).map(|_| Padded::default()).collect(),
         }
     }
 
