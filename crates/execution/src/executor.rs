@@ -213,9 +213,18 @@ pub(crate) struct Overlay<'a, S: ?Sized> {
 
 impl<'a, S: StateView + ?Sized> Overlay<'a, S> {
     pub(crate) fn new(view: &'a S) -> Self {
+        Self::with_capacity(view, 0)
+    }
+
+    /// An overlay with room for the changes of about `txs` transactions.
+    fn with_capacity(view: &'a S, txs: usize) -> Self {
         Overlay {
             view,
-            diff: Changes::default(),
+            diff: Changes {
+                // A sender and a recipient each, for most transactions.
+                accounts: AddressMap::with_capacity_and_hasher(2 * txs, Default::default()),
+                codes: HashMap::default(),
+            },
             view_has_storage: AddressMap::default(),
             storage_collisions: AddressSet::default(),
             sender: Address::ZERO,
@@ -315,6 +324,8 @@ pub(crate) struct Effect<'a> {
     pub info: Option<Account>,
     /// Whether its storage was emptied first (created, or deleted).
     pub cleared: bool,
+    /// Whether its code hash changed.
+    code_changed: bool,
     account: &'a revm::state::Account,
 }
 
@@ -333,8 +344,7 @@ impl Effect<'_> {
     /// Code the account was given, if any.
     pub(crate) fn new_code(&self) -> Option<(B256, Bytes)> {
         let info = &self.account.info;
-        let code_changed = info.code_hash != self.account.original_info().code_hash;
-        let fresh = self.account.is_created() || code_changed;
+        let fresh = self.account.is_created() || self.code_changed;
         if self.info.is_none() || !fresh || info.code_hash == KECCAK_EMPTY {
             return None;
         }
@@ -363,17 +373,20 @@ pub(crate) fn effects(
                 Effect {
                     info: None,
                     cleared: true,
+                    code_changed: false,
                     account,
                 },
             ));
         }
         let created = account.is_created();
+        // A clone (revm keeps it boxed, with the code): taken once.
         let original = account.original_info();
+        let code_changed = account.info.code_hash != original.code_hash;
         let unchanged = existed
             && !created
             && account.info.balance == original.balance
             && account.info.nonce == original.nonce
-            && account.info.code_hash == original.code_hash
+            && !code_changed
             && !account.storage.values().any(|slot| slot.is_changed());
         if unchanged {
             return None;
@@ -388,6 +401,7 @@ pub(crate) fn effects(
             Effect {
                 info: Some(info),
                 cleared: created,
+                code_changed,
                 account,
             },
         ))
@@ -494,7 +508,7 @@ pub(crate) fn execute_block_dyn(
     let mut evm = Context::mainnet()
         .with_cfg(cfg)
         .with_block(block)
-        .with_db(Overlay::new(state))
+        .with_db(Overlay::with_capacity(state, txs.len()))
         .build_mainnet_with_inspector(Eip7610);
     if rules.fork.needs_eip1283_sstore() {
         evm.instruction
