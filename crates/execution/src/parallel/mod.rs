@@ -394,13 +394,21 @@ impl Run<'_> {
                 .insert_instruction(SSTORE, Instruction::new(eip1283_sstore), 0);
         }
         let mut task = None;
+        let mut idle = 0u32;
         while !self.scheduler.done() {
             task = match task {
                 Some(Task::Execute(version)) => self.try_execute(&mut evm, version),
                 Some(Task::Validate(version)) => self.validate(version),
                 None => {
                     let next = self.scheduler.next_task();
-                    if next.is_none() {
+                    if next.is_some() {
+                        idle = 0;
+                    } else if idle < 64 {
+                        // Usually another worker is about to finish the transaction this one
+                        // could not take yet: a moment, not a system call.
+                        idle += 1;
+                        std::hint::spin_loop();
+                    } else {
                         // Others hold the remaining work; with more workers than cores,
                         // spinning would take the core from the one that could finish it.
                         std::thread::yield_now();
@@ -675,12 +683,15 @@ impl Run<'_> {
         }
         flush(&mut beneficiary, recipient, &mut pending);
 
-        // The shards are in address order and each is sorted: the map is bulk-built.
-        let mut accounts: std::collections::BTreeMap<Address, AccountChange> = self
-            .finals
-            .iter()
-            .flat_map(|shard| std::mem::take(&mut *lock(shard)))
-            .collect();
+        // The shards are in address order and each is sorted: the map is bulk-built from one
+        // sorted vector.
+        let total = self.finals.iter().map(|shard| lock(shard).len()).sum();
+        let mut sorted = Vec::with_capacity(total);
+        for shard in self.finals.iter() {
+            sorted.append(&mut lock(shard));
+        }
+        let mut accounts: std::collections::BTreeMap<Address, AccountChange> =
+            sorted.into_iter().collect();
         if let Some(change) = beneficiary {
             accounts.insert(self.env.beneficiary, change);
         }

@@ -43,11 +43,11 @@ impl Location {
     }
 
     /// Orders an account's locations together: the account, its clear, then its slots.
-    fn grouping(&self) -> (&Address, u8, U256) {
-        match self {
+    fn grouping(&self) -> (Address, u8, U256) {
+        match *self {
             Location::Account(a) => (a, 0, U256::ZERO),
             Location::Cleared(a) => (a, 1, U256::ZERO),
-            Location::Storage(a, slot) => (a, 2, *slot),
+            Location::Storage(a, slot) => (a, 2, slot),
         }
     }
 }
@@ -441,24 +441,30 @@ impl MvMemory {
         base: impl Fn(&Address) -> Result<Option<Account>, super::db::DbError>,
     ) -> Result<Vec<(Address, AccountChange)>, super::db::DbError> {
         let histories = std::mem::take(&mut *lock(&self.shards[shard]));
-        let mut entries: Vec<(&Location, &History)> = histories.iter().collect();
-        entries.sort_unstable_by(|a, b| a.0.grouping().cmp(&b.0.grouping()));
+        // Keys copied out, so that sorting compares contiguous keys instead of chasing each
+        // entry into the map.
+        let mut entries: Vec<((Address, u8, U256), &History)> = histories
+            .iter()
+            .map(|(location, history)| (location.grouping(), history))
+            .collect();
+        entries.sort_unstable_by_key(|(key, _)| *key);
         let mut changes = Vec::new();
-        for group in entries.chunk_by(|a, b| a.0.address() == b.0.address()) {
-            let address = *group[0].0.address();
+        for group in entries.chunk_by(|a, b| a.0 .0 == b.0 .0) {
+            let address = group[0].0 .0;
             if address == *skip {
                 continue;
             }
             let mut info = None;
             let mut cleared = None;
             let mut storage = Vec::new();
-            for (location, history) in group {
+            for ((_, kind, slot), history) in group {
                 let entries = history.entries();
                 let Some(&(writer, _)) = entries.last() else {
                     continue;
                 };
-                match location {
-                    Location::Account(_) => {
+                // Kinds as `Location::grouping` numbers them: account, clear, slot.
+                match kind {
+                    0 => {
                         // The last absolute write plus the credits after it.
                         let mut credit = U256::ZERO;
                         let mut absolute = None;
@@ -478,8 +484,8 @@ impl MvMemory {
                         };
                         info = Some(add_credit(account, credit));
                     }
-                    Location::Cleared(_) => cleared = Some(writer),
-                    Location::Storage(_, slot) => {
+                    1 => cleared = Some(writer),
+                    _ => {
                         // Slots come after the clear: a write before it was wiped by it.
                         if cleared.is_none_or(|c| writer >= c) {
                             if let Some((_, Some(Value::Storage(v)))) = entries.last() {
