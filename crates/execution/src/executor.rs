@@ -341,6 +341,15 @@ impl Effect<'_> {
             .map(|(k, slot)| (*k, slot.present_value()))
     }
 
+    /// The account as revm left it, even when it is deleted for being empty.
+    pub(crate) fn left(&self) -> Account {
+        Account {
+            nonce: self.account.info.nonce,
+            balance: self.account.info.balance,
+            code_hash: self.account.info.code_hash,
+        }
+    }
+
     /// Code the account was given, if any.
     pub(crate) fn new_code(&self) -> Option<(B256, Bytes)> {
         let info = &self.account.info;

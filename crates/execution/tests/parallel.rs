@@ -114,6 +114,8 @@ enum Action {
     Counter,
     Revert,
     ReadCoinbase,
+    /// A transfer of nothing to the fee recipient: touches it (EIP-161) without paying it.
+    TouchCoinbase,
     PayCoinbase {
         value: u64,
     },
@@ -145,6 +147,7 @@ fn action() -> impl Strategy<Value = Action> {
         2 => Just(Action::Counter),
         1 => Just(Action::Revert),
         1 => Just(Action::ReadCoinbase),
+        1 => Just(Action::TouchCoinbase),
         1 => (0..ETHER / 100).prop_map(|value| Action::PayCoinbase { value }),
         1 => Just(Action::Deploy),
         1 => Just(Action::DeployAndDestroy),
@@ -259,6 +262,10 @@ fn block_txs(actions: &[(usize, Action, u64)], fork: Fork) -> Vec<RecoveredTx> {
                 Action::Counter => {}
                 Action::Revert => tx.to = TxKind::Call(REVERTER),
                 Action::ReadCoinbase => tx.to = TxKind::Call(COINBASE_READER),
+                Action::TouchCoinbase => {
+                    tx.to = TxKind::Call(BENEFICIARY);
+                    tx.gas_limit = 60_000;
+                }
                 Action::PayCoinbase { value } => {
                     tx.to = TxKind::Call(COINBASE_PAYER);
                     tx.value = U256::from(*value);
@@ -396,6 +403,25 @@ fn hot_recipient_credits_add_up() {
     }
     let pre = pre_state(Recipient::Missing);
     assert_equivalent(Fork::Prague, &pre, &block_txs(&actions, Fork::Prague)).unwrap();
+}
+
+/// The fee recipient is missing or empty, and the first transaction touches it without paying
+/// it while paying a fee: the sequential executor credits the fee in the same transaction, so
+/// the recipient is neither deleted (EIP-161) nor, before Spurious Dragon, materialised empty.
+#[test]
+fn empty_fee_recipient_touched_before_any_fee() {
+    let actions = [
+        (0, Action::TouchCoinbase, 2),
+        (1, Action::Counter, 1),
+        (2, Action::TouchCoinbase, 0),
+        (3, Action::ReadCoinbase, 1),
+    ];
+    for recipient in [Recipient::Missing, Recipient::Empty] {
+        let pre = pre_state(recipient);
+        for fork in [Fork::Prague, Fork::SpuriousDragon, Fork::Homestead] {
+            assert_equivalent(fork, &pre, &block_txs(&actions, fork)).unwrap();
+        }
+    }
 }
 
 /// Every transaction writes one slot and reads the fee recipient.

@@ -542,7 +542,8 @@ impl Run<'_> {
         } else {
             price
         };
-        let fee = Fee::Credit(U256::from(tip) * U256::from(execution.tx_gas_used()));
+        let fee_amount = U256::from(tip) * U256::from(execution.tx_gas_used());
+        let fee = Fee::Credit(fee_amount);
         let mut result = TxResult {
             outcome: Ok(execution),
             codes: Vec::new(),
@@ -561,7 +562,20 @@ impl Run<'_> {
                 continue;
             }
             if address == self.env.beneficiary {
-                result.beneficiary = Some(effect.change());
+                let mut change = effect.change();
+                if effect.left().is_empty() && !fee_amount.is_zero() {
+                    // Left empty only because its fee is credited later, and so deleted
+                    // (EIP-161) or, before Spurious Dragon, materialised as created by revm;
+                    // self-destruction fell back above. The sequential executor pays the fee
+                    // within the transaction and does neither: the entry is the account as
+                    // left, which the fee is then credited to.
+                    change = AccountChange {
+                        info: Some(effect.left()),
+                        storage_cleared: false,
+                        storage: Default::default(),
+                    };
+                }
+                result.beneficiary = Some(change);
             }
             writes.push((Location::Account(address), Value::Account(effect.info)));
             if effect.cleared {

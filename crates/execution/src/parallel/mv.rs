@@ -401,8 +401,13 @@ impl MvMemory {
             .any(|location| written.binary_search(location).is_err());
         for old in written.iter() {
             if locations.binary_search(old).is_err() {
-                if let Some(history) = self.shard(old).get_mut(old) {
+                let mut shard = self.shard(old);
+                if let Some(history) = shard.get_mut(old) {
                     history.remove(idx);
+                    if history.entries().is_empty() {
+                        // Nobody writes it any more: it must not look written at the end.
+                        shard.remove(old);
+                    }
                 }
             }
         }
@@ -496,7 +501,10 @@ impl MvMemory {
                 }
             }
             let Some(info) = info else {
-                unreachable!("a transaction that changes an account writes the account");
+                // Only histories emptied by re-executions that stopped writing here; a
+                // transaction that writes an account's storage writes the account too.
+                debug_assert!(storage.is_empty() && cleared.is_none());
+                continue;
             };
             changes.push((
                 address,
@@ -512,5 +520,84 @@ impl MvMemory {
         // Freed here, on the worker that gathered it.
         drop(histories);
         Ok(changes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(balance: u64) -> Value {
+        Value::Account(Some(Account {
+            balance: U256::from(balance),
+            ..Account::default()
+        }))
+    }
+
+    fn finals(mv: &MvMemory, address: Address) -> Vec<(Address, AccountChange)> {
+        mv.final_changes(address[0] as usize, &Address::ZERO, |_| Ok(None))
+            .expect("no state reads fail here")
+    }
+
+    /// A re-execution that no longer writes an account leaves nothing behind for it.
+    #[test]
+    fn a_write_dropped_by_a_re_execution_is_gone() {
+        let x = Address::repeat_byte(0x11);
+        let mv = MvMemory::new(2);
+        let slot = Location::Storage(x, U256::from(7));
+        assert!(mv.publish(
+            1,
+            vec![
+                (Location::Account(x), account(5)),
+                (slot, Value::Storage(U256::from(9)))
+            ],
+            [],
+            Fee::Credit(U256::ZERO),
+        ));
+        mv.mark_estimates(1);
+        assert_eq!(mv.read_storage(x, U256::from(7), 2), Err(Blocked(1)));
+        assert!(!mv.publish(1, Vec::new(), [], Fee::Credit(U256::ZERO)));
+        assert_eq!(mv.read_storage(x, U256::from(7), 2), Ok(StorageRead::Base));
+        assert_eq!(finals(&mv, x), Vec::new());
+    }
+
+    /// The final change is the last write, with the writes of others kept.
+    #[test]
+    fn the_last_write_wins_and_others_stay() {
+        let x = Address::repeat_byte(0x22);
+        let mv = MvMemory::new(3);
+        let slot = |s: u64| Location::Storage(x, U256::from(s));
+        let fee = Fee::Credit(U256::ZERO);
+        mv.publish(
+            0,
+            vec![
+                (Location::Account(x), account(1)),
+                (slot(1), Value::Storage(U256::from(10))),
+            ],
+            [],
+            fee,
+        );
+        mv.publish(
+            2,
+            vec![
+                (Location::Account(x), account(3)),
+                (slot(2), Value::Storage(U256::from(30))),
+            ],
+            [],
+            fee,
+        );
+        mv.publish(1, vec![(Location::Account(x), account(2))], [], fee);
+        // Transaction 2 runs again and writes only the account.
+        mv.publish(2, vec![(Location::Account(x), account(4))], [], fee);
+        let changes = finals(&mv, x);
+        assert_eq!(changes.len(), 1);
+        let (address, change) = &changes[0];
+        assert_eq!(*address, x);
+        assert_eq!(change.info.map(|a| a.balance), Some(U256::from(4)));
+        assert!(!change.storage_cleared);
+        assert_eq!(
+            change.storage.iter().collect::<Vec<_>>(),
+            vec![(&U256::from(1), &U256::from(10))]
+        );
     }
 }
