@@ -37,6 +37,7 @@ from rpc_helpers import (
     token_artifacts,
     transfer_data,
     transfer_topic,
+    wait_for_block,
     wait_receipt,
 )
 
@@ -259,6 +260,20 @@ def test_log_filter_changes(w3, url, deployed):
     assert w3.eth.uninstall_filter(wf.filter_id) is True
     reply = rpc(url, "eth_getFilterChanges", [fid])
     assert "error" in reply, f"an uninstalled filter must be gone: {reply}"
+
+
+def test_log_filter_from_latest_keeps_blocks_between_polls(w3, url, deployed):
+    """A filter with no fromBlock reports a block that was finalized before the next poll, even
+    when newer blocks came after it."""
+    token = deployed["token"]
+    fid = rpc_result(url, "eth_newFilter", [{"address": token.address, "topics": [transfer_topic()]}])
+    assert rpc_result(url, "eth_getFilterChanges", [fid]) == []
+    h = send_token_transfer(w3, token, OWNER, fresh_address(), 24)
+    block = wait_receipt(w3, h)["blockNumber"]
+    wait_for_block(w3, block + 2)
+    logs = rpc_result(url, "eth_getFilterChanges", [fid])
+    assert [l["transactionHash"] for l in logs] == [h]
+    assert rpc_result(url, "eth_uninstallFilter", [fid]) is True
 
 
 def test_block_filter(w3, url):

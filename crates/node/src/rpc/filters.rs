@@ -165,7 +165,17 @@ pub(super) fn filter_changes(rpc: &Rpc, mut args: Args) -> RpcResult {
                     super::params::BlockId::Latest | super::params::BlockId::Pending
                 )
             });
-            query.from_block = query.from_block.max(from);
+            // A filter from "latest" (or with no fromBlock) starts at the head it was installed
+            // at, not at each poll's head: a block finalized between two polls is reported.
+            let from_latest = matches!(
+                object.from_block,
+                None | Some(super::params::BlockId::Latest) | Some(super::params::BlockId::Pending)
+            );
+            query.from_block = if from_latest {
+                from
+            } else {
+                query.from_block.max(from)
+            };
             query.to_block = if explicit_to {
                 query.to_block.min(head)
             } else {
