@@ -49,6 +49,19 @@ pub struct AccountChange {
     pub storage: BTreeMap<U256, U256>,
 }
 
+impl AccountChange {
+    /// Layers `later` on top, as if the two were applied one after the other: a change that
+    /// clears the storage replaces everything before it.
+    pub fn merge(&mut self, later: AccountChange) {
+        if later.storage_cleared {
+            *self = later;
+        } else {
+            self.info = later.info;
+            self.storage.extend(later.storage);
+        }
+    }
+}
+
 /// The effect of a block on state. Ordered maps, so that iteration (and every root or encoding
 /// derived from it) is deterministic.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,13 +75,12 @@ impl StateDiff {
     /// Layers `later` on top of `self`, as if the two were applied one after the other.
     pub fn merge(&mut self, later: StateDiff) {
         for (addr, change) in later.accounts {
-            match self.accounts.get_mut(&addr) {
-                Some(existing) if !change.storage_cleared => {
-                    existing.info = change.info;
-                    existing.storage.extend(change.storage);
+            match self.accounts.entry(addr) {
+                std::collections::btree_map::Entry::Occupied(mut existing) => {
+                    existing.get_mut().merge(change)
                 }
-                _ => {
-                    self.accounts.insert(addr, change);
+                std::collections::btree_map::Entry::Vacant(entry) => {
+                    entry.insert(change);
                 }
             }
         }

@@ -183,18 +183,6 @@ enum Stop {
     Halt(Halt),
 }
 
-impl Stop {
-    /// A reason to stop the whole block; waiting cannot happen once it is done.
-    fn into_halt(self) -> Halt {
-        match self {
-            Stop::Halt(halt) => halt,
-            Stop::Blocked(idx) => Halt::Error(ExecError::Evm(format!(
-                "finished block waits for transaction {idx}"
-            ))),
-        }
-    }
-}
-
 impl From<DbError> for Stop {
     fn from(e: DbError) -> Self {
         match e {
@@ -296,9 +284,9 @@ struct Run<'a> {
     /// Incarnations that stopped to wait for a lower transaction.
     waits: AtomicUsize,
     contention_fallback: bool,
-    /// The next shard of the multi-version memory to gather once the block is done (then the
-    /// next chunk of transactions whose buffers to free).
-    next_shard: AtomicUsize,
+    /// The next item of work once the block is done: a shard of the multi-version memory to
+    /// gather, then a chunk of transactions whose buffers to free.
+    next_item: AtomicUsize,
     /// The final account changes, by shard.
     finals: Box<[Mutex<Changes>]>,
 }
@@ -359,7 +347,7 @@ fn block_stm(
         aborts: AtomicUsize::new(0),
         waits: AtomicUsize::new(0),
         contention_fallback: config.contention_fallback,
-        next_shard: AtomicUsize::new(0),
+        next_item: AtomicUsize::new(0),
         finals: (0..mv::SHARDS).map(|_| Mutex::default()).collect(),
     };
     std::thread::scope(|s| {
@@ -430,12 +418,12 @@ impl Run<'_> {
         let view = self.state.view;
         let items = mv::SHARDS + self.txs.len().div_ceil(CHUNK);
         loop {
-            let shard = self.next_shard.fetch_add(1, Ordering::Relaxed);
-            if shard >= items {
+            let item = self.next_item.fetch_add(1, Ordering::Relaxed);
+            if item >= items {
                 return;
             }
-            if shard >= mv::SHARDS {
-                let start = (shard - mv::SHARDS) * CHUNK;
+            if item >= mv::SHARDS {
+                let start = (item - mv::SHARDS) * CHUNK;
                 for idx in start..(start + CHUNK).min(self.txs.len()) {
                     self.state.mv.release(idx);
                     drop(std::mem::take(&mut lock(&self.slots[idx]).reads));
@@ -445,13 +433,11 @@ impl Run<'_> {
             let changes = self
                 .state
                 .mv
-                .final_changes(shard, &self.env.beneficiary, |address| {
-                    Ok(view.account(address)?)
-                });
+                .final_changes(item, &self.env.beneficiary, |address| view.account(address));
             match changes {
-                Ok(changes) => *lock(&self.finals[shard]) = changes,
+                Ok(changes) => *lock(&self.finals[item]) = changes,
                 Err(e) => {
-                    self.stop(Stop::from(e).into_halt());
+                    self.stop(e.into());
                     return;
                 }
             }
@@ -670,11 +656,8 @@ impl Run<'_> {
                 flush(&mut beneficiary, recipient, &mut pending);
                 recipient = change.info;
                 match &mut beneficiary {
-                    Some(existing) if !change.storage_cleared => {
-                        existing.info = change.info;
-                        existing.storage.extend(change.storage);
-                    }
-                    _ => beneficiary = Some(change),
+                    Some(existing) => existing.merge(change),
+                    None => beneficiary = Some(change),
                 }
             }
             if let Fee::Credit(fee) = result.fee {

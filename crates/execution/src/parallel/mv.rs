@@ -7,6 +7,7 @@
 //! executing it again would give the same writes. A read that resolved to the state before the
 //! block is recorded as such and compared without reading that state again.
 
+use crate::state::StateError;
 use alloy_primitives::{map::HashMap, Address, Bytes, B256, U256};
 use smallvec::SmallVec;
 use std::sync::{
@@ -150,6 +151,13 @@ impl History {
             .iter()
             .rev()
             .map(|(writer, entry)| (*writer, entry))
+    }
+
+    fn get(&self, idx: TxIdx) -> Option<&Entry> {
+        self.0
+            .get(self.position(idx))
+            .filter(|(writer, _)| *writer == idx)
+            .map(|(_, entry)| entry)
     }
 
     fn get_mut(&mut self, idx: TxIdx) -> Option<&mut Entry> {
@@ -332,8 +340,8 @@ impl MvMemory {
         let location = Location::Account(address);
         match self
             .shard(&location)
-            .get_mut(&location)
-            .and_then(|h| h.get_mut(writer))
+            .get(&location)
+            .and_then(|h| h.get(writer))
         {
             Some(None) => Err(Blocked(writer)),
             Some(Some(Value::Account(None))) => Ok(true),
@@ -443,8 +451,8 @@ impl MvMemory {
         &self,
         shard: usize,
         skip: &Address,
-        base: impl Fn(&Address) -> Result<Option<Account>, super::db::DbError>,
-    ) -> Result<Vec<(Address, AccountChange)>, super::db::DbError> {
+        base: impl Fn(&Address) -> Result<Option<Account>, StateError>,
+    ) -> Result<Vec<(Address, AccountChange)>, StateError> {
         let histories = std::mem::take(&mut *lock(&self.shards[shard]));
         // Keys copied out, so that sorting compares contiguous keys instead of chasing each
         // entry into the map.
