@@ -4,6 +4,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
+/// Per-thread heaps: the executor's workers allocate and free per transaction, and glibc's
+/// shared arenas make them contend.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "tessera", version, about = "A sharded EVM blockchain node")]
 struct Cli {

@@ -11,6 +11,11 @@ mod statetest;
 use clap::{Parser, Subcommand};
 use std::{path::PathBuf, process::ExitCode};
 
+/// The node's allocator, so that the executor (and the baseline beside it, in the same process)
+/// are measured as the node runs them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "tessera-exec",
