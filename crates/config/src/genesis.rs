@@ -203,7 +203,7 @@ impl Genesis {
                         code_hash,
                     }),
                     storage_cleared: true,
-                    storage: account.storage.clone(),
+                    storage: account.storage.iter().map(|(k, v)| (*k, *v)).collect(),
                 },
             );
         }

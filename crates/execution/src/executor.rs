@@ -127,69 +127,29 @@ pub enum ExecError {
     Evm(String),
 }
 
-/// An account's change over the transactions so far, in hash maps: the overlay is read far more
-/// often than it is turned into a [`StateDiff`].
-#[derive(Debug, Default)]
-struct Change {
-    info: Option<Account>,
-    storage_cleared: bool,
-    storage: HashMap<U256, U256>,
-}
-
-/// The block's changes so far.
-#[derive(Debug, Default)]
-struct Changes {
-    accounts: AddressMap<Change>,
-    codes: HashMap<B256, Bytes>,
-}
-
-impl Changes {
-    /// Layers a transaction's effects on top, as [`StateDiff::merge`] does.
-    fn merge(&mut self, state: &EvmState, spec: SpecId) {
-        for (address, effect) in effects(state, spec) {
-            if let Some((hash, code)) = effect.new_code() {
-                self.codes.insert(hash, code);
-            }
-            let storage = effect.storage();
-            match self.accounts.get_mut(&address) {
-                Some(existing) if !effect.cleared => {
-                    existing.info = effect.info;
-                    existing.storage.extend(storage);
-                }
-                _ => {
-                    self.accounts.insert(
-                        address,
-                        Change {
-                            info: effect.info,
-                            storage_cleared: effect.cleared,
-                            storage: storage.collect(),
-                        },
-                    );
-                }
-            }
+/// Layers a transaction's effects on top of the block's changes so far, as [`StateDiff::merge`]
+/// does.
+fn merge_effects(diff: &mut StateDiff, state: &EvmState, spec: SpecId) {
+    for (address, effect) in effects(state, spec) {
+        if let Some((hash, code)) = effect.new_code() {
+            diff.codes.insert(hash, code);
         }
-    }
-
-    /// The changes as a state diff, in its order.
-    fn into_diff(self) -> StateDiff {
-        let mut accounts: Vec<(Address, AccountChange)> = self
-            .accounts
-            .into_iter()
-            .map(|(address, change)| {
-                let mut storage: Vec<(U256, U256)> = change.storage.into_iter().collect();
-                storage.sort_unstable_by_key(|(slot, _)| *slot);
-                let change = AccountChange {
-                    info: change.info,
-                    storage_cleared: change.storage_cleared,
-                    storage: storage.into_iter().collect(),
-                };
-                (address, change)
-            })
-            .collect();
-        accounts.sort_unstable_by_key(|(address, _)| *address);
-        StateDiff {
-            accounts: accounts.into_iter().collect(),
-            codes: self.codes.into_iter().collect(),
+        let storage = effect.storage();
+        match diff.accounts.get_mut(&address) {
+            Some(existing) if !effect.cleared => {
+                existing.info = effect.info;
+                existing.storage.extend(storage);
+            }
+            _ => {
+                diff.accounts.insert(
+                    address,
+                    AccountChange {
+                        info: effect.info,
+                        storage_cleared: effect.cleared,
+                        storage: storage.collect(),
+                    },
+                );
+            }
         }
     }
 }
@@ -198,7 +158,8 @@ impl Changes {
 /// top. Implements revm's `Database`.
 pub(crate) struct Overlay<'a, S: ?Sized> {
     view: &'a S,
-    diff: Changes,
+    /// The block's changes so far: the block's output once every transaction has run.
+    diff: StateDiff,
     /// `view.has_storage` by address: the view does not change during the block.
     view_has_storage: AddressMap<bool>,
     /// Accounts the current transaction loaded that a creation may not overwrite because of
@@ -220,10 +181,10 @@ impl<'a, S: StateView + ?Sized> Overlay<'a, S> {
     fn with_capacity(view: &'a S, txs: usize) -> Self {
         Overlay {
             view,
-            diff: Changes {
+            diff: StateDiff {
                 // A sender and a recipient each, for most transactions.
                 accounts: AddressMap::with_capacity_and_hasher(2 * txs, Default::default()),
-                codes: HashMap::default(),
+                codes: Default::default(),
             },
             view_has_storage: AddressMap::default(),
             storage_collisions: AddressSet::default(),
@@ -388,18 +349,18 @@ pub(crate) fn effects(
             ));
         }
         let created = account.is_created();
-        // A clone (revm keeps it boxed, with the code): taken once.
-        let original = account.original_info();
-        let code_changed = account.info.code_hash != original.code_hash;
-        let unchanged = existed
-            && !created
-            && account.info.balance == original.balance
-            && account.info.nonce == original.nonce
-            && !code_changed
-            && !account.storage.values().any(|slot| slot.is_changed());
-        if unchanged {
+        // Balance, nonce or code hash differ from what the transaction found.
+        let info_changed = account.is_changed();
+        if existed && !created && !info_changed && !account.storage.values().any(|s| s.is_changed())
+        {
             return None;
         }
+        // Only code an account keeps counts as new: the original is a clone (revm boxes it,
+        // with its code), so it is only looked at when there is code to compare.
+        let code_changed = !created
+            && info_changed
+            && account.info.code_hash != KECCAK_EMPTY
+            && account.info.code_hash != account.original_info().code_hash;
         let info = Account {
             nonce: account.info.nonce,
             balance: account.info.balance,
@@ -430,13 +391,15 @@ impl Effect<'_> {
 
 /// revm's view of an account. Code is left for `code_by_hash`, unless there is none.
 pub(crate) fn account_info(a: Account) -> AccountInfo {
+    // Every field spelled out: `..Default::default()` would build and drop a default code, two
+    // atomic reference-count updates on every account load.
     AccountInfo {
         balance: a.balance,
         nonce: a.nonce,
         code_hash: a.code_hash,
+        account_id: None,
         // `None` makes revm fetch the code through `code_by_hash` when it needs it.
         code: (a.code_hash == KECCAK_EMPTY).then(Bytecode::default),
-        ..Default::default()
     }
 }
 
@@ -556,11 +519,11 @@ pub(crate) fn execute_block_dyn(
             Err(EVMError::Header(h)) => return Err(ExecError::Header(h.to_string())),
             Err(other) => return Err(ExecError::Evm(other.to_string())),
         };
-        evm.ctx
-            .journaled_state
-            .database
-            .diff
-            .merge(&result.state, rules.fork.spec_id());
+        merge_effects(
+            &mut evm.ctx.journaled_state.database.diff,
+            &result.state,
+            rules.fork.spec_id(),
+        );
 
         let tx_gas = result.result.tx_gas_used();
         gas_used += tx_gas;
@@ -574,7 +537,7 @@ pub(crate) fn execute_block_dyn(
         )));
     }
 
-    let diff = std::mem::take(&mut evm.ctx.journaled_state.database.diff).into_diff();
+    let diff = std::mem::take(&mut evm.ctx.journaled_state.database.diff);
     Ok(BlockOutput {
         outcomes,
         diff,

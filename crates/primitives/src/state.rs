@@ -1,6 +1,9 @@
-use alloy_primitives::{b256, Address, Bytes, B256, U256};
+use alloy_primitives::{
+    b256,
+    map::{AddressMap, B256Map, HashMap},
+    Bytes, B256, U256,
+};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// keccak256 of the empty byte string: the code hash of an account without code.
 pub const EMPTY_CODE_HASH: B256 =
@@ -46,7 +49,7 @@ pub struct AccountChange {
     /// the complete new storage.
     pub storage_cleared: bool,
     /// Slots written, with their new values; a zero value deletes the slot.
-    pub storage: BTreeMap<U256, U256>,
+    pub storage: StorageChanges,
 }
 
 impl AccountChange {
@@ -62,13 +65,20 @@ impl AccountChange {
     }
 }
 
-/// The effect of a block on state. Ordered maps, so that iteration (and every root or encoding
-/// derived from it) is deterministic.
+/// Slot changes of one account, by slot.
+pub type StorageChanges = HashMap<U256, U256>;
+
+/// The effect of a block on state.
+///
+/// Hash maps, in no particular order: nothing derived from a diff depends on the order of its
+/// entries (the state root comes from tries keyed by hashed address and slot, and the store
+/// writes one batch of distinct keys), so executors hand over the maps they built instead of
+/// sorting them for nobody. Whoever needs an order (a printout, a comparison) sorts.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateDiff {
-    pub accounts: BTreeMap<Address, AccountChange>,
+    pub accounts: AddressMap<AccountChange>,
     /// Bytecode first deployed in this block, by code hash.
-    pub codes: BTreeMap<B256, Bytes>,
+    pub codes: B256Map<Bytes>,
 }
 
 impl StateDiff {
@@ -76,10 +86,10 @@ impl StateDiff {
     pub fn merge(&mut self, later: StateDiff) {
         for (addr, change) in later.accounts {
             match self.accounts.entry(addr) {
-                std::collections::btree_map::Entry::Occupied(mut existing) => {
+                std::collections::hash_map::Entry::Occupied(mut existing) => {
                     existing.get_mut().merge(change)
                 }
-                std::collections::btree_map::Entry::Vacant(entry) => {
+                std::collections::hash_map::Entry::Vacant(entry) => {
                     entry.insert(change);
                 }
             }
@@ -96,6 +106,7 @@ impl StateDiff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloy_primitives::Address;
 
     #[test]
     fn merge_respects_storage_clear() {
@@ -106,7 +117,7 @@ mod tests {
             AccountChange {
                 info: Some(Account::default()),
                 storage_cleared: false,
-                storage: [(U256::from(1), U256::from(5))].into(),
+                storage: [(U256::from(1), U256::from(5))].into_iter().collect(),
             },
         );
         let mut second = StateDiff::default();
@@ -118,7 +129,7 @@ mod tests {
                     ..Default::default()
                 }),
                 storage_cleared: true,
-                storage: [(U256::from(2), U256::from(7))].into(),
+                storage: [(U256::from(2), U256::from(7))].into_iter().collect(),
             },
         );
         first.merge(second.clone());

@@ -70,7 +70,7 @@ fn change(account: Account) -> AccountChange {
     AccountChange {
         info: Some(account),
         storage_cleared: false,
-        storage: BTreeMap::new(),
+        storage: Default::default(),
     }
 }
 
@@ -258,7 +258,7 @@ fn main() {
                 .iter()
                 .map(|&i| (addresses[i], change(accounts[i])))
                 .collect(),
-            codes: BTreeMap::new(),
+            codes: Default::default(),
         };
         let start = Instant::now();
         mpt.commit(&diff);
@@ -291,7 +291,7 @@ fn main() {
                     .iter()
                     .map(|&i| (addresses[i], change(accounts[i])))
                     .collect(),
-                codes: BTreeMap::new(),
+                codes: Default::default(),
             };
             let start = Instant::now();
             mpt_row.nodes += mpt.commit(&diff);

@@ -42,7 +42,10 @@ use crate::{
     BlockEnv, ChainRules, RecoveredTx,
 };
 use alloy_consensus::Transaction as _;
-use alloy_primitives::{Address, Bytes, TxKind, B256, U256};
+use alloy_primitives::{
+    map::{AddressMap, B256Map},
+    Address, Bytes, TxKind, B256, U256,
+};
 use db::{credit_fee, BlockState, DbError, Read, TxDb};
 use mv::{Fee, Location, MvMemory, Value};
 use revm::{
@@ -61,7 +64,7 @@ use revm::{
     state::EvmState,
     Context, ExecuteEvm,
 };
-use scheduler::{Scheduler, Task, Version};
+use scheduler::{Claim, Scheduler, Task, Version};
 use std::{
     marker::PhantomData,
     sync::{
@@ -251,7 +254,7 @@ struct Slot {
 /// with their per-transaction locks side by side, each write would evict the other's line. The
 /// scheduler's shared counters are kept apart for the same reason.
 #[derive(Default)]
-#[repr(align(128))]
+#[repr(align(64))]
 pub(super) struct Padded<T>(pub T);
 
 impl<T> std::ops::Deref for Padded<T> {
@@ -336,7 +339,7 @@ fn block_stm(
             beneficiary_before,
             state_clear: spec.is_enabled_in(SpecId::SPURIOUS_DRAGON),
         },
-        scheduler: Scheduler::new(txs.len()),
+        scheduler: Scheduler::new(txs.len(), config.threads),
         slots: (0..txs.len()).map(|_| Padded::default()).collect(),
         lazy: txs
             .iter()
@@ -382,13 +385,14 @@ impl Run<'_> {
                 .insert_instruction(SSTORE, Instruction::new(eip1283_sstore), 0);
         }
         let mut task = None;
+        let mut claim = Claim::default();
         let mut idle = 0u32;
         while !self.scheduler.done() {
             task = match task {
                 Some(Task::Execute(version)) => self.try_execute(&mut evm, version),
                 Some(Task::Validate(version)) => self.validate(version),
                 None => {
-                    let next = self.scheduler.next_task();
+                    let next = self.scheduler.next_task(&mut claim);
                     if next.is_some() {
                         idle = 0;
                     } else if idle < 64 {
@@ -613,7 +617,7 @@ impl Run<'_> {
     /// memory.
     fn assemble(&self) -> Result<BlockOutput, Halt> {
         let mut outcomes = Vec::with_capacity(self.txs.len());
-        let mut codes = std::collections::BTreeMap::new();
+        let mut codes = B256Map::default();
         let mut gas_used = 0u64;
         // The fee recipient's entry in the block's diff, merged transaction by transaction as
         // the sequential executor would. Its credits are kept in `recipient` and written to
@@ -680,15 +684,11 @@ impl Run<'_> {
         }
         flush(&mut beneficiary, recipient, &mut pending);
 
-        // The shards are in address order and each is sorted: the map is bulk-built from one
-        // sorted vector.
-        let total = self.finals.iter().map(|shard| lock(shard).len()).sum();
-        let mut sorted = Vec::with_capacity(total);
+        let total: usize = self.finals.iter().map(|shard| lock(shard).len()).sum();
+        let mut accounts = AddressMap::with_capacity_and_hasher(total + 1, Default::default());
         for shard in self.finals.iter() {
-            sorted.append(&mut lock(shard));
+            accounts.extend(std::mem::take(&mut *lock(shard)));
         }
-        let mut accounts: std::collections::BTreeMap<Address, AccountChange> =
-            sorted.into_iter().collect();
         if let Some(change) = beneficiary {
             accounts.insert(self.env.beneficiary, change);
         }

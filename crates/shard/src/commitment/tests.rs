@@ -77,14 +77,14 @@ fn deleted() -> AccountChange {
     AccountChange {
         info: None,
         storage_cleared: true,
-        storage: BTreeMap::new(),
+        storage: Default::default(),
     }
 }
 
 fn diff_of(changes: impl IntoIterator<Item = (Address, AccountChange)>) -> StateDiff {
     StateDiff {
         accounts: changes.into_iter().collect(),
-        codes: BTreeMap::new(),
+        codes: Default::default(),
     }
 }
 

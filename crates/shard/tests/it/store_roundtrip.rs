@@ -1,10 +1,10 @@
 //! Blocks written, refused, reopened and read back through every read path.
 
 use crate::common::{header, log, FlatState, TestBlock};
-use std::collections::BTreeMap;
 use tessera_execution::StateView;
 use tessera_primitives::{
-    keccak256, Account, AccountChange, Address, Bytes, StateDiff, B256, EMPTY_CODE_HASH, U256,
+    keccak256, Account, AccountChange, Address, Bytes, StateDiff, StorageChanges, B256,
+    EMPTY_CODE_HASH, U256,
 };
 use tessera_shard::commitment::NodeStore;
 use tessera_shard::store::{LogFilter, Store, StoreError, TxLocation};
@@ -29,7 +29,7 @@ fn u(v: u64) -> U256 {
     U256::from(v)
 }
 
-fn slots(pairs: &[(u64, u64)]) -> BTreeMap<U256, U256> {
+fn slots(pairs: &[(u64, u64)]) -> StorageChanges {
     pairs.iter().map(|(k, v)| (u(*k), u(*v))).collect()
 }
 
@@ -117,7 +117,7 @@ fn chain() -> Vec<TestBlock> {
         AccountChange {
             info: Some(eoa(0, 1)),
             storage_cleared: true,
-            storage: BTreeMap::new(),
+            storage: StorageChanges::default(),
         },
     );
     let contract_y = Account {
@@ -389,7 +389,7 @@ fn store_round_trip_and_refusals() {
                 AccountChange {
                     info: None,
                     storage_cleared: true,
-                    storage: BTreeMap::new(),
+                    storage: StorageChanges::default(),
                 },
             );
             TestBlock::new(header(number, parent, B256::ZERO), diff).with_tx(
