@@ -1,8 +1,10 @@
 //! `tessera-exec bench`: Block-STM against a plain revm loop over the same in-memory state.
 //!
-//! Each workload is timed four ways, interleaved run by run so that machine noise falls on all
+//! Each workload is timed five ways, interleaved run by run so that machine noise falls on all
 //! of them alike: the baseline (revm's own `transact_commit` over a `CacheDB`, no Block-STM
-//! machinery), Tessera's sequential executor, and Block-STM at one thread and at N threads.
+//! machinery), Tessera's sequential executor, the parallel executor as the node configures it
+//! for one thread (which runs blocks sequentially) and for N threads (Block-STM), and Block-STM
+//! forced onto one worker, which shows its overhead.
 //! Senders are recovered before timing for every variant alike (in the node the mempool has
 //! already recovered them). Every run's final state and gas are checked against the baseline's,
 //! so a fast wrong answer fails the benchmark instead of winning it.
@@ -50,8 +52,8 @@ pub struct Args {
     /// Run only these workloads (transfers, erc20, contention, mixed, mainnet).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// For profiling: run only this variant (baseline, sequential, parallel) `runs` times at
-    /// `threads`, checking the first result, and print nothing but failures.
+    /// For profiling: run only this variant (baseline, sequential, parallel, block-stm: forced
+    /// even on one thread) `runs` times at `threads`, checking the first result, and print nothing but failures.
     #[arg(long, hide = true)]
     profile: Option<String>,
 }
@@ -446,6 +448,8 @@ struct Measured {
     sequential: Duration,
     parallel_1: Duration,
     parallel_n: Duration,
+    /// Block-STM forced onto one worker, which the node never does: its overhead alone.
+    block_stm_1: Duration,
     aborts_n: usize,
     fallbacks: usize,
     reverted: usize,
@@ -457,12 +461,12 @@ fn measure(workload: &Workload, threads: usize, runs: u32) -> Result<Measured, S
         let (_, gas, state) = baseline(case)?;
         reference.push((gas, state));
     }
-    let mut times: [Vec<Duration>; 4] = Default::default();
+    let mut times: [Vec<Duration>; 5] = Default::default();
     let mut aborts_n = Vec::new();
     let mut fallbacks = 0;
     let mut reverted = 0;
     for run in 0..runs {
-        let mut total = [Duration::ZERO; 4];
+        let mut total = [Duration::ZERO; 5];
         let mut aborts = 0;
         for (case, (gas, expected)) in workload.cases.iter().zip(&reference) {
             let (t, g, state) = baseline(case)?;
@@ -484,23 +488,25 @@ fn measure(workload: &Workload, threads: usize, runs: u32) -> Result<Measured, S
                     .count();
             }
 
-            for (slot, n) in [(2, 1), (3, threads)] {
+            for (slot, config) in [
+                (2, node_config(1)),
+                (3, node_config(threads)),
+                (4, block_stm_one_worker()),
+            ] {
                 let start = Instant::now();
                 let (output, stats) = execute_block_parallel_with_stats(
                     &case.rules,
                     &case.env,
                     &case.txs,
                     &case.pre,
-                    node_config(n),
+                    config,
                 )
                 .map_err(|e| e.to_string())?;
                 total[slot] += start.elapsed();
                 check(case, &output, *gas, expected)
-                    .map_err(|e| format!("parallel, {n} threads: {e}"))?;
-                if stats.fallback.is_some() && run == 0 {
-                    fallbacks += 1;
-                }
+                    .map_err(|e| format!("parallel, {config:?}: {e}"))?;
                 if slot == 3 {
+                    fallbacks += usize::from(stats.fallback.is_some() && run == 0);
                     aborts += stats.aborts;
                 }
             }
@@ -510,25 +516,40 @@ fn measure(workload: &Workload, threads: usize, runs: u32) -> Result<Measured, S
         }
         aborts_n.push(aborts);
     }
-    let [b, s, p1, pn] = times.map(median);
+    let [b, s, p1, pn, bs1] = times.map(median);
     aborts_n.sort();
     Ok(Measured {
         baseline: b,
         sequential: s,
         parallel_1: p1,
         parallel_n: pn,
+        block_stm_1: bs1,
         aborts_n: aborts_n[aborts_n.len() / 2],
         fallbacks,
         reverted,
     })
 }
 
-/// The parallel executor as the node configures it, except that every block runs on Block-STM
-/// however small (the mainnet blocks are).
+/// The parallel executor as the node configures it: on one thread every block runs
+/// sequentially (one worker has nothing to gain); on more, every block runs on Block-STM however
+/// small, which the node would run sequentially (the mainnet blocks are that small).
 fn node_config(threads: usize) -> ParallelConfig {
+    let config = ParallelConfig::with_threads(threads);
+    if threads > 1 {
+        ParallelConfig {
+            min_txs: 0,
+            ..config
+        }
+    } else {
+        config
+    }
+}
+
+/// Block-STM on a single worker: what its machinery costs, with nothing to gain from it.
+fn block_stm_one_worker() -> ParallelConfig {
     ParallelConfig {
         min_txs: 0,
-        ..ParallelConfig::with_threads(threads)
+        ..ParallelConfig::with_threads(1)
     }
 }
 
@@ -548,12 +569,19 @@ fn profile(workloads: &[Workload], variant: &str, threads: usize, runs: u32) -> 
                         continue;
                     }
                     "sequential" => execute_block(&case.rules, &case.env, &case.txs, &case.pre),
-                    "parallel" => execute_block_parallel_with_stats(
+                    "parallel" | "block-stm" => execute_block_parallel_with_stats(
                         &case.rules,
                         &case.env,
                         &case.txs,
                         &case.pre,
-                        node_config(threads),
+                        if variant == "parallel" {
+                            node_config(threads)
+                        } else {
+                            ParallelConfig {
+                                threads,
+                                ..block_stm_one_worker()
+                            }
+                        },
                     )
                     .map(|(output, _)| output),
                     other => return Err(format!("unknown variant {other}")),
@@ -596,13 +624,14 @@ pub fn run(args: &Args) -> ExitCode {
             args.runs
         );
         println!(
-            "{:<11} {:>6} {:>9} {:>17} {:>17} {:>17} {:>7}",
+            "{:<11} {:>6} {:>9} {:>17} {:>17} {:>17} {:>17} {:>7}",
             "workload",
             "txs",
             "baseline",
             "sequential",
+            "parallel 1t",
+            format!("parallel {threads}t"),
             "block-stm 1t",
-            format!("block-stm {threads}t"),
             "aborts"
         );
     }
@@ -633,6 +662,7 @@ pub fn run(args: &Args) -> ExitCode {
                         "sequential_us_per_tx": us_per_tx(m.sequential, txs),
                         "parallel_us_per_tx": parallel,
                         "speedup": base / parallel,
+                        "block_stm_1t_us_per_tx": us_per_tx(m.block_stm_1, txs),
                         "runs": args.runs,
                         "fallbacks": m.fallbacks,
                     })
@@ -640,19 +670,20 @@ pub fn run(args: &Args) -> ExitCode {
             }
         } else {
             println!(
-                "{:<11} {:>6} {:>9.2} {:>17} {:>17} {:>17} {:>7}",
+                "{:<11} {:>6} {:>9.2} {:>17} {:>17} {:>17} {:>17} {:>7}",
                 workload.name,
                 txs,
                 base,
                 cell(m.sequential),
                 cell(m.parallel_1),
                 cell(m.parallel_n),
+                cell(m.block_stm_1),
                 m.aborts_n
             );
         }
         if m.fallbacks > 0 {
             eprintln!(
-                "bench: {}: {} of {} blocks fell back to the sequential executor",
+                "bench: {}: at {threads} threads, {} of {} blocks fell back to the sequential executor",
                 workload.name,
                 m.fallbacks,
                 workload.cases.len()
