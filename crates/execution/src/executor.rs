@@ -26,6 +26,7 @@ use revm::{
     state::{AccountInfo, EvmState},
     ExecuteEvm, InspectEvm, MainBuilder, MainContext,
 };
+use std::collections::hash_map::Entry;
 use tessera_primitives::{Account, AccountChange, Receipt, StateDiff, TxStatus};
 
 impl DBErrorMarker for StateError {}
@@ -135,20 +136,18 @@ fn merge_effects(diff: &mut StateDiff, state: &EvmState, spec: SpecId) {
             diff.codes.insert(hash, code);
         }
         let storage = effect.storage();
-        match diff.accounts.get_mut(&address) {
-            Some(existing) if !effect.cleared => {
+        match diff.accounts.entry(address) {
+            Entry::Occupied(mut existing) if !effect.cleared => {
+                let existing = existing.get_mut();
                 existing.info = effect.info;
                 existing.storage.extend(storage);
             }
-            _ => {
-                diff.accounts.insert(
-                    address,
-                    AccountChange {
-                        info: effect.info,
-                        storage_cleared: effect.cleared,
-                        storage: storage.collect(),
-                    },
-                );
+            entry => {
+                entry.insert_entry(AccountChange {
+                    info: effect.info,
+                    storage_cleared: effect.cleared,
+                    storage: storage.collect(),
+                });
             }
         }
     }

@@ -375,6 +375,31 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig {
+        // Each case is a dozen times the work of one above.
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|c| c.parse::<u32>().ok())
+            .map_or(8, |c| (c / 12).max(4)),
+        ..ProptestConfig::default()
+    })]
+
+    /// Blocks large enough that workers claim runs of many transactions at once (the run
+    /// length grows with the block), so that runs, and validation stopping at the first
+    /// transaction that has not executed, are exercised with every kind of action.
+    #[test]
+    fn parallel_matches_sequential_on_large_blocks(
+        fork in fork(),
+        recipient in recipient(),
+        actions in prop::collection::vec((0..SENDERS, action(), 0..3u64), 300..700),
+    ) {
+        let pre = pre_state(recipient);
+        let txs = block_txs(&actions, fork);
+        assert_equivalent(fork, &pre, &txs)?;
+    }
+}
+
 /// Many transfers to one address, which also sends: the lazy credits must add up, and its own
 /// transactions must see them.
 #[test]
