@@ -226,9 +226,6 @@ where
     }
 }
 
-/// Account changes, sorted by address.
-type Changes = Vec<(Address, AccountChange)>;
-
 /// revm as one worker runs it.
 type ParallelEvm<'a> = MainnetEvm<MainnetContext<TxDb<'a>>>;
 
@@ -290,8 +287,9 @@ struct Run<'a> {
     /// The next item of work once the block is done: a shard of the multi-version memory to
     /// gather, then a chunk of transactions whose buffers to free.
     next_item: AtomicUsize,
-    /// The final account changes, by shard.
-    finals: Box<[Mutex<Changes>]>,
+    /// The block's final account changes, filled shard by shard by the workers as they gather
+    /// them, so that the calling thread does not insert them all alone afterwards.
+    finals: Mutex<AddressMap<AccountChange>>,
 }
 
 /// A transaction the executor can credit lazily: a plain value transfer (no calldata, no
@@ -351,7 +349,11 @@ fn block_stm(
         waits: AtomicUsize::new(0),
         contention_fallback: config.contention_fallback,
         next_item: AtomicUsize::new(0),
-        finals: (0..mv::SHARDS).map(|_| Mutex::default()).collect(),
+        // A sender and a recipient for most transactions: rarely grown.
+        finals: Mutex::new(AddressMap::with_capacity_and_hasher(
+            2 * txs.len() + 1,
+            Default::default(),
+        )),
     };
     std::thread::scope(|s| {
         for _ in 1..config.threads.max(1) {
@@ -439,7 +441,7 @@ impl Run<'_> {
                 .mv
                 .final_changes(item, &self.env.beneficiary, |address| view.account(address));
             match changes {
-                Ok(changes) => *lock(&self.finals[item]) = changes,
+                Ok(changes) => lock(&self.finals).extend(changes),
                 Err(e) => {
                     self.stop(e.into());
                     return;
@@ -684,11 +686,7 @@ impl Run<'_> {
         }
         flush(&mut beneficiary, recipient, &mut pending);
 
-        let total: usize = self.finals.iter().map(|shard| lock(shard).len()).sum();
-        let mut accounts = AddressMap::with_capacity_and_hasher(total + 1, Default::default());
-        for shard in self.finals.iter() {
-            accounts.extend(std::mem::take(&mut *lock(shard)));
-        }
+        let mut accounts = std::mem::take(&mut *lock(&self.finals));
         if let Some(change) = beneficiary {
             accounts.insert(self.env.beneficiary, change);
         }

@@ -508,7 +508,7 @@ impl MvMemory {
             .map(|(location, history)| (location.grouping(), history))
             .collect();
         entries.sort_unstable_by_key(|(key, _)| *key);
-        let mut changes = Vec::new();
+        let mut changes = Vec::with_capacity(entries.len());
         for group in entries.chunk_by(|a, b| a.0 .0 == b.0 .0) {
             let address = group[0].0 .0;
             if address == *skip {
