@@ -247,9 +247,10 @@ struct Slot {
     reads: Vec<Read>,
 }
 
-/// A value on a cache line of its own. Workers run neighbouring transactions at the same time:
-/// with their per-transaction locks side by side, each write would evict the other's line. The
-/// scheduler's shared counters are kept apart for the same reason.
+/// A value on a cache line of its own: the scheduler's shared counters and the multi-version
+/// memory's shard locks, which every worker writes. Per-transaction state is not padded: a
+/// worker claims runs of neighbouring transactions, so neighbours are mostly on one worker, and
+/// padding would spread each transaction's bookkeeping over more cache lines.
 #[derive(Default)]
 #[repr(align(64))]
 pub(super) struct Padded<T>(pub T);
@@ -276,7 +277,7 @@ struct Run<'a> {
     spec: SpecId,
     state: BlockState<'a>,
     scheduler: Scheduler,
-    slots: Box<[Padded<Mutex<Slot>>]>,
+    slots: Box<[Mutex<Slot>]>,
     lazy: Box<[Option<Address>]>,
     halt: Mutex<Option<Halt>>,
     executions: AtomicUsize,
@@ -338,7 +339,7 @@ fn block_stm(
             state_clear: spec.is_enabled_in(SpecId::SPURIOUS_DRAGON),
         },
         scheduler: Scheduler::new(txs.len(), config.threads),
-        slots: (0..txs.len()).map(|_| Padded::default()).collect(),
+        slots: (0..txs.len()).map(|_| Mutex::default()).collect(),
         lazy: txs
             .iter()
             .map(|tx| lazy_recipient(tx, env.beneficiary))

@@ -72,8 +72,8 @@ pub(crate) struct Scheduler {
     active: Padded<AtomicUsize>,
     done: Padded<AtomicBool>,
     /// Per transaction: its incarnation and status.
-    status: Box<[Padded<Mutex<Incarnation>>]>,
-    dependents: Box<[Padded<Mutex<Vec<TxIdx>>>]>,
+    status: Box<[Mutex<Incarnation>]>,
+    dependents: Box<[Mutex<Vec<TxIdx>>]>,
 }
 
 impl Scheduler {
@@ -89,9 +89,9 @@ impl Scheduler {
             active: Padded(AtomicUsize::new(0)),
             done: Padded(AtomicBool::new(n == 0)),
             status: (0..n)
-                .map(|_| Padded(Mutex::new((0, Status::ReadyToExecute))))
+                .map(|_| Mutex::new((0, Status::ReadyToExecute)))
                 .collect(),
-            dependents: (0..n).map(|_| Padded::default()).collect(),
+            dependents: (0..n).map(|_| Mutex::default()).collect(),
         }
     }
 
