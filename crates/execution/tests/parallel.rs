@@ -357,9 +357,23 @@ fn recipient() -> impl Strategy<Value = Recipient> {
     ]
 }
 
+/// `PROPTEST_CASES`, if set.
+fn env_cases() -> Option<u32> {
+    std::env::var("PROPTEST_CASES").ok()?.parse().ok()
+}
+
+/// The block of `actions` runs to the same result sequentially and on Block-STM.
+fn random_block_is_equivalent(
+    fork: Fork,
+    recipient: Recipient,
+    actions: &[(usize, Action, u64)],
+) -> Result<(), TestCaseError> {
+    assert_equivalent(fork, &pre_state(recipient), &block_txs(actions, fork))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(48),
+        cases: env_cases().unwrap_or(48),
         ..ProptestConfig::default()
     })]
 
@@ -369,19 +383,14 @@ proptest! {
         recipient in recipient(),
         actions in prop::collection::vec((0..SENDERS, action(), 0..3u64), 1..48),
     ) {
-        let pre = pre_state(recipient);
-        let txs = block_txs(&actions, fork);
-        assert_equivalent(fork, &pre, &txs)?;
+        random_block_is_equivalent(fork, recipient, &actions)?;
     }
 }
 
 proptest! {
     #![proptest_config(ProptestConfig {
         // Each case is a dozen times the work of one above.
-        cases: std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|c| c.parse::<u32>().ok())
-            .map_or(8, |c| (c / 12).max(4)),
+        cases: env_cases().map_or(8, |c| (c / 12).max(4)),
         ..ProptestConfig::default()
     })]
 
@@ -394,9 +403,7 @@ proptest! {
         recipient in recipient(),
         actions in prop::collection::vec((0..SENDERS, action(), 0..3u64), 300..700),
     ) {
-        let pre = pre_state(recipient);
-        let txs = block_txs(&actions, fork);
-        assert_equivalent(fork, &pre, &txs)?;
+        random_block_is_equivalent(fork, recipient, &actions)?;
     }
 }
 

@@ -20,7 +20,7 @@ use std::{
         Mutex, MutexGuard,
     },
 };
-use tessera_primitives::{Account, AccountChange};
+use tessera_primitives::{Account, AccountChange, StorageChanges};
 
 use super::{lock, Padded};
 
@@ -28,8 +28,8 @@ use super::{lock, Padded};
 pub(crate) type TxIdx = usize;
 
 /// Lock shards of the location map, one per first byte of the address: enough that two workers
-/// rarely meet on one lock, and in address order, so that the block's final state comes out of
-/// them sorted, shard by shard, in parallel.
+/// rarely meet on one lock, and all of an account's locations in one shard, so that the block's
+/// final state is gathered shard by shard, in parallel.
 pub(crate) const SHARDS: usize = 256;
 
 /// A unit of state a transaction reads or writes.
@@ -491,8 +491,8 @@ impl MvMemory {
         *lock(&self.fees[idx]) = Fee::Pending;
     }
 
-    /// The final change of every account in `shard` except `skip`, sorted by address, from the
-    /// last incarnations' writes (once the block is done: no ESTIMATE is left then): what
+    /// The final change of every account in `shard` except `skip`, from the last incarnations'
+    /// writes (once the block is done: no ESTIMATE is left then): what
     /// merging each transaction's changes in order gives. The shard is emptied.
     pub(crate) fn final_changes(
         &self,
@@ -516,7 +516,7 @@ impl MvMemory {
             }
             let mut info = None;
             let mut cleared = None;
-            let mut storage = Vec::new();
+            let mut storage = StorageChanges::default();
             for ((_, kind, slot), history) in group {
                 let entries = history.entries();
                 let Some(&(writer, _)) = entries.last() else {
@@ -549,7 +549,7 @@ impl MvMemory {
                         // Slots come after the clear: a write before it was wiped by it.
                         if cleared.is_none_or(|c| writer >= c) {
                             if let Some((_, Some(Value::Storage(v)))) = entries.last() {
-                                storage.push((*slot, *v));
+                                storage.insert(*slot, *v);
                             }
                         }
                     }
@@ -566,8 +566,7 @@ impl MvMemory {
                 AccountChange {
                     info,
                     storage_cleared: cleared.is_some(),
-                    // Sorted already: bulk-built.
-                    storage: storage.into_iter().collect(),
+                    storage,
                 },
             ));
         }

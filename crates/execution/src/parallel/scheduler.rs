@@ -158,9 +158,10 @@ impl Scheduler {
             if start >= limit {
                 return false;
             }
-            let end = (start..limit.min(start + self.run))
+            let stop = limit.min(start + self.run);
+            let end = (start..stop)
                 .find(|&idx| self.executed(idx).is_none())
-                .unwrap_or(limit.min(start + self.run));
+                .unwrap_or(stop);
             if end == start {
                 // The next one to validate is still executing; whoever runs it goes on.
                 return false;
