@@ -6,6 +6,7 @@ use crate::{
     fork::{eip1283_sstore, Fork},
     receipts::receipts_root,
     state::{StateError, StateView},
+    transfer::{credit_fee, PlainTransfer, TRANSFER_GAS},
     tx::RecoveredTx,
 };
 use alloy_consensus::Transaction as _;
@@ -199,6 +200,53 @@ impl<'a, S: StateView + ?Sized> Overlay<'a, S> {
         self.sender = sender;
     }
 
+    /// The account with the block's changes so far.
+    fn account(&self, address: &Address) -> Result<Option<Account>, StateError> {
+        match self.diff.accounts.get(address) {
+            Some(change) => Ok(change.info),
+            None => self.view.account(address),
+        }
+    }
+
+    /// Sets an account's fields, keeping its storage; `None` deletes it with its storage. The
+    /// same as merging a transaction's effect on it that writes no slot.
+    fn set_account(&mut self, address: Address, account: Option<Account>) {
+        match (self.diff.accounts.entry(address), account) {
+            (Entry::Occupied(mut existing), Some(info)) => existing.get_mut().info = Some(info),
+            (entry, info) => {
+                entry.insert_entry(AccountChange {
+                    info,
+                    storage_cleared: info.is_none(),
+                    storage: Default::default(),
+                });
+            }
+        }
+    }
+
+    /// Applies `tx` if it turns out to be a plain transfer between accounts without code,
+    /// paying its tip as revm would. `None` leaves it, untouched, to revm.
+    fn transfer(
+        &mut self,
+        transfer: &PlainTransfer,
+        tx: &RecoveredTx,
+        beneficiary: Address,
+    ) -> Result<Option<()>, StateError> {
+        let sender = self.account(&tx.sender)?;
+        let recipient = self.account(&transfer.to)?;
+        let Some(done) = transfer.apply(sender, recipient) else {
+            return Ok(None);
+        };
+        self.set_account(tx.sender, Some(done.sender));
+        self.set_account(transfer.to, Some(done.recipient));
+        let before = self.account(&beneficiary)?;
+        // Paying touches the fee recipient, so even a zero tip deletes an empty one (EIP-161).
+        let after = credit_fee(before, transfer.tip, true);
+        if after != before {
+            self.set_account(beneficiary, after);
+        }
+        Ok(Some(()))
+    }
+
     /// Whether the current transaction loaded an account only EIP-7610 forbids creating over.
     fn saw_storage_collision(&self) -> bool {
         !self.storage_collisions.is_empty()
@@ -237,10 +285,7 @@ impl<S: StateView + ?Sized> Database for Overlay<'_, S> {
     type Error = StateError;
 
     fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, StateError> {
-        let account = match self.diff.accounts.get(&address) {
-            Some(change) => change.info,
-            None => self.view.account(&address)?,
-        };
+        let account = self.account(&address)?;
         // revm refuses creation over a nonce or code by itself; storage is for us to check.
         if let Some(a) = &account {
             let bare = a.nonce == 0 && a.code_hash == KECCAK_EMPTY && address != self.sender;
@@ -472,6 +517,18 @@ pub(crate) fn execute_block_dyn(
     txs: &[RecoveredTx],
     state: &dyn StateView,
 ) -> Result<BlockOutput, ExecError> {
+    execute_block_with(rules, env, txs, state, true)
+}
+
+/// The sequential executor; with `native_transfers` off, plain transfers run on revm like any
+/// other transaction, which the tests compare the shortcut against.
+pub(crate) fn execute_block_with(
+    rules: &ChainRules,
+    env: &BlockEnv,
+    txs: &[RecoveredTx],
+    state: &dyn StateView,
+    native_transfers: bool,
+) -> Result<BlockOutput, ExecError> {
     let cfg = cfg_env(rules);
     let block = revm_block_env(env, &cfg);
     // The inspector only runs for transactions re-executed under EIP-7610 (`inspect_tx`
@@ -497,6 +554,24 @@ pub(crate) fn execute_block_dyn(
                 remaining,
             }));
             continue;
+        }
+        let effective_gas_price = tx.envelope.effective_gas_price(Some(env.base_fee));
+        let transfer = native_transfers
+            .then(|| PlainTransfer::new(tx, &evm.ctx.cfg, env))
+            .flatten();
+        if let Some(transfer) = transfer {
+            let overlay = &mut evm.ctx.journaled_state.database;
+            if overlay.transfer(&transfer, tx, env.beneficiary)?.is_some() {
+                gas_used += TRANSFER_GAS;
+                outcomes.push(TxOutcome::Included(receipt_from(
+                    PlainTransfer::result(evm.ctx.cfg.spec),
+                    tx,
+                    TRANSFER_GAS,
+                    gas_used,
+                    effective_gas_price,
+                )));
+                continue;
+            }
         }
         evm.ctx.journaled_state.database.begin_tx(tx.sender);
         let mut result = evm.transact(tx.tx_env());
@@ -526,7 +601,6 @@ pub(crate) fn execute_block_dyn(
 
         let tx_gas = result.result.tx_gas_used();
         gas_used += tx_gas;
-        let effective_gas_price = tx.envelope.effective_gas_price(Some(env.base_fee));
         outcomes.push(TxOutcome::Included(receipt_from(
             result.result,
             tx,

@@ -19,6 +19,7 @@ mod parallel;
 pub mod receipts;
 pub mod senders;
 mod state;
+mod transfer;
 pub mod tx;
 
 pub use call::{call, estimate_gas, CallError, CallOutcome, CallRequest, EstimateError};

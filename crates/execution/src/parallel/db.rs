@@ -5,6 +5,7 @@ use super::mv::{AccountRead, Blocked, Fee, MvMemory, ShapeRead, StorageRead, TxI
 use crate::{
     executor::{account_info, cached_code},
     state::{StateError, StateView},
+    transfer::credit_fee,
 };
 use alloy_primitives::{map::HashMap, Address, B256, U256};
 use revm::{
@@ -83,25 +84,6 @@ impl BlockState<'_> {
                 self.mv.read_storage(address, slot, idx) == Ok(seen)
             }
         })
-    }
-}
-
-/// The fee recipient after being paid `fee` for one transaction. Paying touches it, so under
-/// EIP-161 an empty recipient is deleted even by a zero fee; before it, a missing one is created.
-pub(crate) fn credit_fee(
-    account: Option<Account>,
-    fee: U256,
-    state_clear: bool,
-) -> Option<Account> {
-    if state_clear && fee.is_zero() && account.is_none() {
-        return None;
-    }
-    let mut paid = account.unwrap_or_default();
-    paid.balance += fee;
-    if state_clear && paid.is_empty() {
-        None
-    } else {
-        Some(paid)
     }
 }
 
@@ -184,7 +166,7 @@ impl<'a> TxDb<'a> {
         Ok(())
     }
 
-    fn basic_account(&mut self, address: Address) -> Result<Option<Account>, DbError> {
+    pub(crate) fn basic_account(&mut self, address: Address) -> Result<Option<Account>, DbError> {
         let block = self.block;
         if address == block.beneficiary {
             let account = block.read_fee_recipient(self.idx)?;

@@ -39,6 +39,7 @@ use crate::{
     },
     fork::eip1283_sstore,
     state::StateView,
+    transfer::{credit_fee, PlainTransfer},
     BlockEnv, ChainRules, RecoveredTx,
 };
 use alloy_consensus::Transaction as _;
@@ -46,7 +47,7 @@ use alloy_primitives::{
     map::{AddressMap, B256Map},
     Address, Bytes, TxKind, B256, U256,
 };
-use db::{credit_fee, BlockState, DbError, Read, TxDb};
+use db::{BlockState, DbError, Read, TxDb};
 use mv::{Fee, Location, MvMemory, Value};
 use revm::{
     bytecode::opcode::SSTORE,
@@ -79,8 +80,9 @@ use tessera_primitives::{Account, AccountChange, StateDiff};
 pub struct ParallelConfig {
     /// Worker threads, the calling thread included.
     pub threads: usize,
-    /// Blocks with fewer transactions run sequentially: starting workers and keeping versions
-    /// costs more than it gains on them.
+    /// Blocks with fewer transactions that run the EVM run sequentially: starting workers and
+    /// keeping versions costs more than it gains on them. Plain transfers do not count: applied
+    /// directly they cost a fraction of what Block-STM's bookkeeping for them does.
     pub min_txs: usize,
     /// Give up on Block-STM for the block, and run it sequentially, once many incarnations end
     /// in an abort or a wait (a block of transactions that all touch one slot): each one then
@@ -161,7 +163,7 @@ pub fn execute_block_parallel_with_stats<S: StateView + Sync>(
     config: ParallelConfig,
 ) -> Result<(BlockOutput, ParallelStats), ExecError> {
     let mut stats = ParallelStats::default();
-    if txs.len() < config.min_txs {
+    if txs.len() < config.min_txs || evm_txs(rules, env, txs, config.min_txs) < config.min_txs {
         stats.fallback = Some("small block");
     } else {
         match block_stm(rules, env, txs, state, config, &mut stats) {
@@ -171,6 +173,19 @@ pub fn execute_block_parallel_with_stats<S: StateView + Sync>(
         }
     }
     Ok((execute_block_dyn(rules, env, txs, state)?, stats))
+}
+
+/// How many of `txs` need the EVM (are not plain transfers by their own fields), counted up
+/// to `enough`.
+fn evm_txs(rules: &ChainRules, env: &BlockEnv, txs: &[RecoveredTx], enough: usize) -> usize {
+    if enough == 0 {
+        return 0;
+    }
+    let cfg = cfg_env(rules);
+    txs.iter()
+        .filter(|tx| PlainTransfer::new(tx, &cfg, env).is_none())
+        .take(enough)
+        .count()
 }
 
 /// Why the parallel run stopped short.
@@ -240,6 +255,9 @@ struct TxResult {
     fee: Fee,
 }
 
+/// What one incarnation produced: its result and the writes to publish.
+type Incarnation = (TxResult, Vec<(Location, Value)>);
+
 /// Per transaction: its last result and the reads it was made from.
 #[derive(Default)]
 struct Slot {
@@ -279,6 +297,8 @@ struct Run<'a> {
     scheduler: Scheduler,
     slots: Box<[Mutex<Slot>]>,
     lazy: Box<[Option<Address>]>,
+    /// Transactions that may be plain transfers, applied without revm if they are.
+    transfers: Box<[Option<PlainTransfer>]>,
     halt: Mutex<Option<Halt>>,
     executions: AtomicUsize,
     aborts: AtomicUsize,
@@ -324,6 +344,10 @@ fn block_stm(
         // Crediting it a zero fee would delete it with its storage mid-block.
         return Err(Halt::Fallback("the fee recipient is empty but has storage"));
     }
+    let transfers = txs
+        .iter()
+        .map(|tx| PlainTransfer::new(tx, &cfg, env))
+        .collect();
     let run = Run {
         rules,
         env,
@@ -344,6 +368,7 @@ fn block_stm(
             .iter()
             .map(|tx| lazy_recipient(tx, env.beneficiary))
             .collect(),
+        transfers,
         halt: Mutex::new(None),
         executions: AtomicUsize::new(0),
         aborts: AtomicUsize::new(0),
@@ -488,16 +513,17 @@ impl Run<'_> {
     }
 
     /// One incarnation of transaction `idx`: its result and the writes to publish.
-    fn execute<'s>(
-        &'s self,
-        evm: &mut ParallelEvm<'s>,
-        idx: usize,
-    ) -> Result<(TxResult, Vec<(Location, Value)>), Stop> {
+    fn execute<'s>(&'s self, evm: &mut ParallelEvm<'s>, idx: usize) -> Result<Incarnation, Stop> {
         let tx = &self.txs[idx];
-        evm.ctx
-            .journaled_state
-            .database
-            .begin(idx, tx.sender, self.lazy[idx]);
+        let db = &mut evm.ctx.journaled_state.database;
+        db.begin(idx, tx.sender, self.lazy[idx]);
+        if let Some(transfer) = &self.transfers[idx] {
+            if let Some(done) = self.transfer(db, transfer)? {
+                return Ok(done);
+            }
+            // Not a plain transfer after all: revm runs it, reading afresh.
+            db.begin(idx, tx.sender, self.lazy[idx]);
+        }
         evm.ctx.set_tx(tx.tx_env());
         let outcome = DeferredReward::<_, EVMError<DbError>>(PhantomData).run(evm);
         let state = evm.finalize();
@@ -581,6 +607,39 @@ impl Run<'_> {
             );
         }
         Ok((result, writes))
+    }
+
+    /// Applies transaction `db.idx` without revm if it is a plain transfer between accounts
+    /// without code: the sender's new state, the amount as a credit to the recipient (whose
+    /// balance it does not read) and the tip as the fee.
+    fn transfer(
+        &self,
+        db: &mut TxDb<'_>,
+        transfer: &PlainTransfer,
+    ) -> Result<Option<Incarnation>, Stop> {
+        let sender = self.txs[db.idx].sender;
+        let sender_before = db.basic_account(sender)?;
+        let recipient_before = db.basic_account(transfer.to)?;
+        let Some(done) = transfer.apply(sender_before, recipient_before) else {
+            return Ok(None);
+        };
+        let recipient = if db.lazy_used {
+            // Read as a zero balance: what it ends with is what it was given.
+            Value::Credit(done.recipient.balance)
+        } else {
+            Value::Account(Some(done.recipient))
+        };
+        let writes = vec![
+            (Location::Account(sender), Value::Account(Some(done.sender))),
+            (Location::Account(transfer.to), recipient),
+        ];
+        let result = TxResult {
+            outcome: Ok(PlainTransfer::result(self.spec)),
+            codes: Vec::new(),
+            beneficiary: None,
+            fee: Fee::Credit(transfer.tip),
+        };
+        Ok(Some((result, writes)))
     }
 
     /// Falls back to sequential execution once, after a first stretch, a third of the

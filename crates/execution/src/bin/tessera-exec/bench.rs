@@ -1,10 +1,11 @@
 //! `tessera-exec bench`: Block-STM against a plain revm loop over the same in-memory state.
 //!
-//! Each workload is timed five ways, interleaved run by run so that machine noise falls on all
+//! Each workload is timed six ways, interleaved run by run so that machine noise falls on all
 //! of them alike: the baseline (revm's own `transact_commit` over a `CacheDB`, no Block-STM
-//! machinery), Tessera's sequential executor, the parallel executor as the node configures it
-//! for one thread (which runs blocks sequentially) and for N threads (Block-STM), and Block-STM
-//! forced onto one worker, which shows its overhead.
+//! machinery), Tessera's sequential executor, the parallel executor exactly as the node
+//! configures it for one thread (which runs blocks sequentially) and for N threads (Block-STM,
+//! unless a block has too few transactions that run the EVM), and Block-STM forced on every
+//! block at one worker and at N, which shows what its machinery costs and gains.
 //! Senders are recovered before timing for every variant alike (in the node the mempool has
 //! already recovered them). Every run's final state and gas are checked against the baseline's,
 //! so a fast wrong answer fails the benchmark instead of winning it.
@@ -450,6 +451,8 @@ struct Measured {
     parallel_n: Duration,
     /// Block-STM forced onto one worker, which the node never does: its overhead alone.
     block_stm_1: Duration,
+    /// Block-STM at N threads on every block, however few transactions run the EVM.
+    block_stm_n: Duration,
     aborts_n: usize,
     fallbacks: usize,
     reverted: usize,
@@ -461,12 +464,12 @@ fn measure(workload: &Workload, threads: usize, runs: u32) -> Result<Measured, S
         let (_, gas, state) = baseline(case)?;
         reference.push((gas, state));
     }
-    let mut times: [Vec<Duration>; 5] = Default::default();
+    let mut times: [Vec<Duration>; 6] = Default::default();
     let mut aborts_n = Vec::new();
     let mut fallbacks = 0;
     let mut reverted = 0;
     for run in 0..runs {
-        let mut total = [Duration::ZERO; 5];
+        let mut total = [Duration::ZERO; 6];
         let mut aborts = 0;
         for (case, (gas, expected)) in workload.cases.iter().zip(&reference) {
             let (t, g, state) = baseline(case)?;
@@ -489,9 +492,10 @@ fn measure(workload: &Workload, threads: usize, runs: u32) -> Result<Measured, S
             }
 
             for (slot, config) in [
-                (2, node_config(1)),
-                (3, node_config(threads)),
-                (4, block_stm_one_worker()),
+                (2, ParallelConfig::with_threads(1)),
+                (3, ParallelConfig::with_threads(threads)),
+                (4, block_stm(1)),
+                (5, block_stm(threads)),
             ] {
                 let start = Instant::now();
                 let (output, stats) = execute_block_parallel_with_stats(
@@ -507,6 +511,8 @@ fn measure(workload: &Workload, threads: usize, runs: u32) -> Result<Measured, S
                     .map_err(|e| format!("parallel, {config:?}: {e}"))?;
                 if slot == 3 {
                     fallbacks += usize::from(stats.fallback.is_some() && run == 0);
+                }
+                if slot == 5 {
                     aborts += stats.aborts;
                 }
             }
@@ -516,7 +522,7 @@ fn measure(workload: &Workload, threads: usize, runs: u32) -> Result<Measured, S
         }
         aborts_n.push(aborts);
     }
-    let [b, s, p1, pn, bs1] = times.map(median);
+    let [b, s, p1, pn, bs1, bsn] = times.map(median);
     aborts_n.sort();
     Ok(Measured {
         baseline: b,
@@ -524,32 +530,19 @@ fn measure(workload: &Workload, threads: usize, runs: u32) -> Result<Measured, S
         parallel_1: p1,
         parallel_n: pn,
         block_stm_1: bs1,
+        block_stm_n: bsn,
         aborts_n: aborts_n[aborts_n.len() / 2],
         fallbacks,
         reverted,
     })
 }
 
-/// The parallel executor as the node configures it: on one thread every block runs
-/// sequentially (one worker has nothing to gain); on more, every block runs on Block-STM however
-/// small, which the node would run sequentially (the mainnet blocks are that small).
-fn node_config(threads: usize) -> ParallelConfig {
-    let config = ParallelConfig::with_threads(threads);
-    if threads > 1 {
-        ParallelConfig {
-            min_txs: 0,
-            ..config
-        }
-    } else {
-        config
-    }
-}
-
-/// Block-STM on a single worker: what its machinery costs, with nothing to gain from it.
-fn block_stm_one_worker() -> ParallelConfig {
+/// Block-STM at `threads` on every block, even one whose transactions are all plain transfers,
+/// or on one worker, which the node never does: what its machinery costs and gains.
+fn block_stm(threads: usize) -> ParallelConfig {
     ParallelConfig {
         min_txs: 0,
-        ..ParallelConfig::with_threads(1)
+        ..ParallelConfig::with_threads(threads)
     }
 }
 
@@ -575,12 +568,9 @@ fn profile(workloads: &[Workload], variant: &str, threads: usize, runs: u32) -> 
                         &case.txs,
                         &case.pre,
                         if variant == "parallel" {
-                            node_config(threads)
+                            ParallelConfig::with_threads(threads)
                         } else {
-                            ParallelConfig {
-                                threads,
-                                ..block_stm_one_worker()
-                            }
+                            block_stm(threads)
                         },
                     )
                     .map(|(output, _)| output),
@@ -624,7 +614,7 @@ pub fn run(args: &Args) -> ExitCode {
             args.runs
         );
         println!(
-            "{:<11} {:>6} {:>9} {:>17} {:>17} {:>17} {:>17} {:>7}",
+            "{:<11} {:>6} {:>9} {:>17} {:>17} {:>17} {:>17} {:>17} {:>7}",
             "workload",
             "txs",
             "baseline",
@@ -632,6 +622,7 @@ pub fn run(args: &Args) -> ExitCode {
             "parallel 1t",
             format!("parallel {threads}t"),
             "block-stm 1t",
+            format!("block-stm {threads}t"),
             "aborts"
         );
     }
@@ -650,7 +641,10 @@ pub fn run(args: &Args) -> ExitCode {
             format!("{us:.2} ({:.2}x)", base / us)
         };
         if args.json {
-            for (n, time) in [(1, m.parallel_1), (threads, m.parallel_n)] {
+            for (n, time, block_stm) in [
+                (1, m.parallel_1, m.block_stm_1),
+                (threads, m.parallel_n, m.block_stm_n),
+            ] {
                 let parallel = us_per_tx(time, txs);
                 println!(
                     "{}",
@@ -662,6 +656,7 @@ pub fn run(args: &Args) -> ExitCode {
                         "sequential_us_per_tx": us_per_tx(m.sequential, txs),
                         "parallel_us_per_tx": parallel,
                         "speedup": base / parallel,
+                        "block_stm_us_per_tx": us_per_tx(block_stm, txs),
                         "block_stm_1t_us_per_tx": us_per_tx(m.block_stm_1, txs),
                         "runs": args.runs,
                         "fallbacks": m.fallbacks,
@@ -670,7 +665,7 @@ pub fn run(args: &Args) -> ExitCode {
             }
         } else {
             println!(
-                "{:<11} {:>6} {:>9.2} {:>17} {:>17} {:>17} {:>17} {:>7}",
+                "{:<11} {:>6} {:>9.2} {:>17} {:>17} {:>17} {:>17} {:>17} {:>7}",
                 workload.name,
                 txs,
                 base,
@@ -678,6 +673,7 @@ pub fn run(args: &Args) -> ExitCode {
                 cell(m.parallel_1),
                 cell(m.parallel_n),
                 cell(m.block_stm_1),
+                cell(m.block_stm_n),
                 m.aborts_n
             );
         }
