@@ -331,6 +331,9 @@ pub(crate) struct Effect<'a> {
     pub cleared: bool,
     /// Whether its code hash changed.
     code_changed: bool,
+    /// Whether its nonce, balance, code or existence may have changed: false when only its
+    /// storage did.
+    pub info_changed: bool,
     account: &'a revm::state::Account,
 }
 
@@ -388,6 +391,7 @@ pub(crate) fn effects(
                     info: None,
                     cleared: true,
                     code_changed: false,
+                    info_changed: true,
                     account,
                 },
             ));
@@ -416,6 +420,7 @@ pub(crate) fn effects(
                 info: Some(info),
                 cleared: created,
                 code_changed,
+                info_changed: created || !existed || info_changed,
                 account,
             },
         ))

@@ -596,7 +596,11 @@ impl Run<'_> {
                 }
                 result.beneficiary = Some(change);
             }
-            writes.push((Location::Account(address), Value::Account(effect.info)));
+            // An account whose storage alone changed keeps its info: not writing it spares
+            // every later reader of a busy contract a dependency and a lookup.
+            if effect.info_changed || address == self.env.beneficiary {
+                writes.push((Location::Account(address), Value::Account(effect.info)));
+            }
             if effect.cleared {
                 writes.push((Location::Cleared(address), Value::Cleared));
             }

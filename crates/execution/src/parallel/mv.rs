@@ -555,11 +555,15 @@ impl MvMemory {
                     }
                 }
             }
-            let Some(info) = info else {
-                // Only histories emptied by re-executions that stopped writing here; a
-                // transaction that writes an account's storage writes the account too.
-                debug_assert!(storage.is_empty() && cleared.is_none());
-                continue;
+            let info = match info {
+                Some(info) => info,
+                // Only histories emptied by re-executions that stopped writing here.
+                None if storage.is_empty() && cleared.is_none() => continue,
+                // Only its storage changed: a clear comes with a write of the account.
+                None => {
+                    debug_assert!(cleared.is_none());
+                    base(&address)?
+                }
             };
             changes.push((
                 address,
