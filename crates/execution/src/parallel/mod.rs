@@ -67,10 +67,11 @@ use revm::{
 };
 use scheduler::{Claim, Scheduler, Task, Version};
 use std::{
+    collections::HashMap,
     marker::PhantomData,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Mutex, MutexGuard,
+        Arc, Mutex, MutexGuard, OnceLock,
     },
 };
 use tessera_primitives::{Account, AccountChange, StateDiff};
@@ -186,6 +187,27 @@ fn evm_txs(rules: &ChainRules, env: &BlockEnv, txs: &[RecoveredTx], enough: usiz
         .filter(|tx| PlainTransfer::new(tx, &cfg, env).is_none())
         .take(enough)
         .count()
+}
+
+/// The threads that work beside the calling one, `count` of them, kept from block to block:
+/// each thread's allocator heap then keeps the memory of earlier blocks, where fresh threads
+/// for every block would fault in fresh pages for all of their allocations (a tenth of the
+/// block's time). A block's calling thread can finish it alone, so blocks that share helpers
+/// (two shards, or tests, executing at once) wait for each other's helpers, never deadlock.
+fn helpers(count: usize) -> Result<Arc<rayon::ThreadPool>, Halt> {
+    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
+    let mut pools = lock(POOLS.get_or_init(Default::default));
+    if let Some(pool) = pools.get(&count) {
+        return Ok(pool.clone());
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(count)
+        .thread_name(|i| format!("block-stm-{i}"))
+        .build()
+        .map_err(|_| Halt::Fallback("no worker threads could be started"))?;
+    let pool = Arc::new(pool);
+    pools.insert(count, pool.clone());
+    Ok(pool)
 }
 
 /// Why the parallel run stopped short.
@@ -381,12 +403,16 @@ fn block_stm(
             Default::default(),
         )),
     };
-    std::thread::scope(|s| {
-        for _ in 1..config.threads.max(1) {
-            s.spawn(|| run.work());
-        }
+    if config.threads > 1 {
+        helpers(config.threads - 1)?.in_place_scope(|s| {
+            for _ in 1..config.threads {
+                s.spawn(|_| run.work());
+            }
+            run.work();
+        });
+    } else {
         run.work();
-    });
+    }
     stats.executions = run.executions.load(Ordering::Relaxed);
     stats.aborts = run.aborts.load(Ordering::Relaxed);
     if let Some(halt) = lock(&run.halt).take() {
@@ -488,10 +514,11 @@ impl Run<'_> {
                     {
                         let mut slot = lock(&self.slots[idx]);
                         slot.result = Some(result);
-                        std::mem::swap(
-                            &mut slot.reads,
-                            &mut evm.ctx.journaled_state.database.reads,
-                        );
+                        // Copied, not swapped: the worker's buffer keeps its capacity, so that
+                        // reads are not regrown from nothing in every incarnation.
+                        slot.reads.clear();
+                        slot.reads
+                            .extend_from_slice(&evm.ctx.journaled_state.database.reads);
                     }
                     let wrote_new = self.state.mv.publish(idx, writes, codes, fee);
                     return self.scheduler.finish_execution(version, wrote_new);

@@ -516,7 +516,9 @@ impl MvMemory {
             }
             let mut info = None;
             let mut cleared = None;
-            let mut storage = StorageChanges::default();
+            // Sized once: a busy contract's slots would otherwise regrow the map many times.
+            let mut storage =
+                StorageChanges::with_capacity_and_hasher(group.len(), Default::default());
             for ((_, kind, slot), history) in group {
                 let entries = history.entries();
                 let Some(&(writer, _)) = entries.last() else {
