@@ -195,6 +195,12 @@ impl History {
     }
 }
 
+/// The shard of `location`: by the first byte of its address, so that all of an account's
+/// locations share a shard.
+fn shard_index(location: &Location) -> usize {
+    location.address()[0] as usize % SHARDS
+}
+
 /// The histories of the locations of one range of addresses.
 type Shard = HashMap<Location, History>;
 
@@ -256,7 +262,7 @@ impl MvMemory {
     }
 
     fn shard(&self, location: &Location) -> MutexGuard<'_, Shard> {
-        lock(&self.shards[location.address()[0] as usize % SHARDS])
+        lock(&self.shards[shard_index(location)])
     }
 
     /// The latest entry below `idx` at `location`, with its writer.
@@ -428,6 +434,10 @@ impl MvMemory {
         }
         let mut locations: Vec<Location> = writes.iter().map(|(l, _)| *l).collect();
         locations.sort_unstable();
+        let mut writes = writes;
+        // By shard, so that each shard's lock is taken once for all of the writes it holds.
+        writes.sort_unstable_by_key(|(location, _)| shard_index(location));
+        let mut held: Option<(usize, MutexGuard<'_, Shard>)> = None;
         for (location, value) in writes {
             // Lowered before the write is visible, so that no reader skips a lookup that would
             // find it. Read first: most buckets are lowered once, and a read does not take the
@@ -437,11 +447,16 @@ impl MvMemory {
                 let idx = u32::try_from(idx).expect("a block holds fewer than 2^32 transactions");
                 lowest.fetch_min(idx, Ordering::SeqCst);
             }
-            self.shard(&location)
-                .entry(location)
-                .or_default()
-                .insert(idx, Some(value));
+            let index = shard_index(&location);
+            if held.as_ref().is_none_or(|(i, _)| *i != index) {
+                // One shard lock at a time: the previous one is released first.
+                drop(held.take());
+                held = Some((index, lock(&self.shards[index])));
+            }
+            let (_, shard) = held.as_mut().expect("the location's shard is held");
+            shard.entry(location).or_default().insert(idx, Some(value));
         }
+        drop(held);
         *lock(&self.fees[idx]) = fee;
 
         let mut written = lock(&self.written[idx]);
