@@ -452,7 +452,8 @@ pub(crate) fn account_info(a: Account) -> AccountInfo {
     }
 }
 
-/// Analysed bytecode for `code_hash`: from `cache`, or fetched once, analysed and cached.
+/// Analysed bytecode for `code_hash`: from `cache` (one executor's, for one block), from the
+/// analysed code kept across blocks, or fetched, analysed and kept in both.
 pub(crate) fn cached_code(
     cache: &mut HashMap<B256, Bytecode>,
     code_hash: B256,
@@ -464,10 +465,63 @@ pub(crate) fn cached_code(
     if let Some(code) = cache.get(&code_hash) {
         return Ok(code.clone());
     }
-    let bytes = fetch()?.ok_or_else(|| StateError(format!("code {code_hash} missing")))?;
-    let code = analyse(bytes);
+    let code = match AnalysedCode::get(&code_hash) {
+        Some(code) => code,
+        None => {
+            let bytes = fetch()?.ok_or_else(|| StateError(format!("code {code_hash} missing")))?;
+            let code = analyse(bytes);
+            AnalysedCode::insert(code_hash, &code);
+            code
+        }
+    };
     cache.insert(code_hash, code.clone());
     Ok(code)
+}
+
+/// Analysed bytecode kept from block to block, by code hash. Code never changes under its hash,
+/// so what is kept is right for every block and every state; and analysing a large contract's
+/// jump table costs more than a typical call into it (an eighth of the mainnet fixture blocks'
+/// execution when every block analysed afresh). Bounded by code size: when full it starts over.
+struct AnalysedCode {
+    codes: HashMap<B256, Bytecode>,
+    bytes: usize,
+}
+
+impl AnalysedCode {
+    /// About 2,700 contracts of the 24 KiB maximum; mainnet blocks call far fewer.
+    const MAX_BYTES: usize = 64 << 20;
+
+    fn shared() -> std::sync::MutexGuard<'static, AnalysedCode> {
+        static SHARED: std::sync::OnceLock<std::sync::Mutex<AnalysedCode>> =
+            std::sync::OnceLock::new();
+        SHARED
+            .get_or_init(|| {
+                std::sync::Mutex::new(AnalysedCode {
+                    codes: HashMap::default(),
+                    bytes: 0,
+                })
+            })
+            .lock()
+            // Entries are whole values, inserted under the lock: a panic elsewhere cannot leave
+            // a torn one.
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(code_hash: &B256) -> Option<Bytecode> {
+        Self::shared().codes.get(code_hash).cloned()
+    }
+
+    fn insert(code_hash: B256, code: &Bytecode) {
+        let mut shared = Self::shared();
+        let len = code.original_byte_slice().len();
+        if shared.bytes + len > Self::MAX_BYTES {
+            shared.codes.clear();
+            shared.bytes = 0;
+        }
+        if shared.codes.insert(code_hash, code.clone()).is_none() {
+            shared.bytes += len;
+        }
+    }
 }
 
 /// Bytecode as revm runs it, with its jump table analysed. Code that is not valid EOF or
