@@ -18,16 +18,19 @@ use revm::{
     bytecode::opcode::SSTORE,
     bytecode::Bytecode,
     context::{
-        result::{EVMError, ExecutionResult, Output},
-        BlockEnv as RevmBlockEnv, CfgEnv, Context,
+        result::{EVMError, ExecutionResult, HaltReason, Output, ResultAndState},
+        BlockEnv as RevmBlockEnv, CfgEnv, Context, ContextSetters,
     },
+    context_interface::{ContextTr, JournalTr},
     database_interface::{DBErrorMarker, Database},
+    handler::{EvmTr, EvmTrError, FrameResult, FrameTr, Handler},
+    interpreter::interpreter_action::FrameInit,
     interpreter::Instruction,
     primitives::{hardfork::SpecId, KECCAK_EMPTY},
     state::{AccountInfo, EvmState},
     ExecuteEvm, InspectEvm, MainBuilder, MainContext,
 };
-use std::collections::hash_map::Entry;
+use std::{collections::hash_map::Entry, marker::PhantomData};
 use tessera_primitives::{Account, AccountChange, Receipt, StateDiff, TxStatus};
 
 impl DBErrorMarker for StateError {}
@@ -118,6 +121,30 @@ impl BlockOutput {
     }
 }
 
+/// revm's mainnet handler without the fee recipient's credit, which the block applies later.
+pub(crate) struct DeferredReward<EVM, ERROR>(pub PhantomData<(EVM, ERROR)>);
+
+impl<EVM, ERROR> Handler for DeferredReward<EVM, ERROR>
+where
+    EVM: EvmTr<
+        Context: ContextTr<Journal: JournalTr<State = EvmState>>,
+        Frame: FrameTr<FrameResult = FrameResult, FrameInit = FrameInit>,
+    >,
+    ERROR: EvmTrError<EVM>,
+{
+    type Evm = EVM;
+    type Error = ERROR;
+    type HaltReason = HaltReason;
+
+    fn reward_beneficiary(
+        &self,
+        _evm: &mut Self::Evm,
+        _exec_result: &mut FrameResult,
+    ) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
 /// A failure that stops the block: state could not be read, or revm failed internally.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -131,8 +158,15 @@ pub enum ExecError {
 
 /// Layers a transaction's effects on top of the block's changes so far, as [`StateDiff::merge`]
 /// does.
-fn merge_effects(diff: &mut StateDiff, state: &EvmState, spec: SpecId) {
+fn merge_effects(diff: &mut StateDiff, state: &EvmState, spec: SpecId, kept: Option<Address>) {
     for (address, effect) in effects(state, spec) {
+        if Some(address) == kept && effect.left().is_empty() {
+            // A fee recipient the transaction touched and left empty, as it found it: revm
+            // deletes it (EIP-161) or, before Spurious Dragon, marks it created, where with its
+            // fee credited inside the transaction it would have stayed as it was. The fee is
+            // credited after, so nothing of it is merged.
+            continue;
+        }
         if let Some((hash, code)) = effect.new_code() {
             diff.codes.insert(hash, code);
         }
@@ -170,15 +204,31 @@ pub(crate) struct Overlay<'a, S: ?Sized> {
     sender: Address,
     /// Analysed bytecode by hash: revm asks again in every transaction.
     codes: HashMap<B256, Bytecode>,
+    /// The block's fee recipient, whose fees are credited here rather than by revm.
+    beneficiary: Address,
+    /// EIP-161: a touched empty account is deleted.
+    state_clear: bool,
+    /// The fee recipient with the fees credited since its entry in `diff` was last written;
+    /// written there before anything reads it and at the end of the block.
+    fees: Option<PendingFees>,
+}
+
+/// Fees credited to the fee recipient but not yet in the block's changes.
+#[derive(Clone, Copy)]
+struct PendingFees {
+    account: Option<Account>,
+    /// Whether one of the credits deleted it (a zero fee to an empty account, EIP-161), which
+    /// takes its storage with it.
+    cleared: bool,
 }
 
 impl<'a, S: StateView + ?Sized> Overlay<'a, S> {
     pub(crate) fn new(view: &'a S) -> Self {
-        Self::with_capacity(view, 0)
+        Self::with_capacity(view, 0, Address::ZERO, true)
     }
 
     /// An overlay with room for the changes of about `txs` transactions.
-    fn with_capacity(view: &'a S, txs: usize) -> Self {
+    fn with_capacity(view: &'a S, txs: usize, beneficiary: Address, state_clear: bool) -> Self {
         Overlay {
             view,
             diff: StateDiff {
@@ -190,6 +240,46 @@ impl<'a, S: StateView + ?Sized> Overlay<'a, S> {
             storage_collisions: AddressSet::default(),
             sender: Address::ZERO,
             codes: HashMap::default(),
+            beneficiary,
+            state_clear,
+            fees: None,
+        }
+    }
+
+    /// Credits the fee recipient one transaction's fee, as revm's handler would at the end of
+    /// that transaction: paying touches it, so a zero fee deletes an empty one (EIP-161).
+    fn credit_fee(&mut self, fee: U256) -> Result<(), StateError> {
+        let (now, cleared) = match self.fees {
+            Some(pending) => (pending.account, pending.cleared),
+            None => (self.account(&self.beneficiary)?, false),
+        };
+        let after = credit_fee(now, fee, self.state_clear);
+        if after != now {
+            self.fees = Some(PendingFees {
+                account: after,
+                cleared: cleared || after.is_none(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes the pending fees into the fee recipient's entry, as merging each credit's change
+    /// in turn would have.
+    fn flush_fees(&mut self) {
+        let Some(pending) = self.fees.take() else {
+            return;
+        };
+        match self.diff.accounts.entry(self.beneficiary) {
+            Entry::Occupied(mut existing) if !pending.cleared => {
+                existing.get_mut().info = pending.account;
+            }
+            entry => {
+                entry.insert_entry(AccountChange {
+                    info: pending.account,
+                    storage_cleared: pending.cleared,
+                    storage: Default::default(),
+                });
+            }
         }
     }
 
@@ -229,7 +319,6 @@ impl<'a, S: StateView + ?Sized> Overlay<'a, S> {
         &mut self,
         transfer: &PlainTransfer,
         tx: &RecoveredTx,
-        beneficiary: Address,
     ) -> Result<Option<()>, StateError> {
         let sender = self.account(&tx.sender)?;
         let recipient = self.account(&transfer.to)?;
@@ -238,12 +327,7 @@ impl<'a, S: StateView + ?Sized> Overlay<'a, S> {
         };
         self.set_account(tx.sender, Some(done.sender));
         self.set_account(transfer.to, Some(done.recipient));
-        let before = self.account(&beneficiary)?;
-        // Paying touches the fee recipient, so even a zero tip deletes an empty one (EIP-161).
-        let after = credit_fee(before, transfer.tip, true);
-        if after != before {
-            self.set_account(beneficiary, after);
-        }
+        self.credit_fee(transfer.tip)?;
         Ok(Some(()))
     }
 
@@ -285,6 +369,9 @@ impl<S: StateView + ?Sized> Database for Overlay<'_, S> {
     type Error = StateError;
 
     fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, StateError> {
+        if address == self.beneficiary {
+            self.flush_fees();
+        }
         let account = self.account(&address)?;
         // revm refuses creation over a nonce or code by itself; storage is for us to check.
         if let Some(a) = &account {
@@ -307,6 +394,10 @@ impl<S: StateView + ?Sized> Database for Overlay<'_, S> {
     }
 
     fn storage(&mut self, address: Address, slot: U256) -> Result<U256, StateError> {
+        if address == self.beneficiary {
+            // A pending credit may have deleted it, storage and all.
+            self.flush_fees();
+        }
         if let Some(change) = self.diff.accounts.get(&address) {
             if let Some(v) = change.storage.get(&slot) {
                 return Ok(*v);
@@ -570,6 +661,18 @@ pub fn execute_block<S: StateView>(
     execute_block_dyn(rules, env, txs, state)
 }
 
+/// Executes `txs` as [`execute_block`] does, but with revm's own handler for every transaction:
+/// no plain transfers without revm, the fee recipient credited inside each transaction. Slower;
+/// it is the reference the shortcuts are checked against.
+pub fn execute_block_reference<S: StateView>(
+    rules: &ChainRules,
+    env: &BlockEnv,
+    txs: &[RecoveredTx],
+    state: &S,
+) -> Result<BlockOutput, ExecError> {
+    execute_block_with(rules, env, txs, state, false)
+}
+
 pub(crate) fn execute_block_dyn(
     rules: &ChainRules,
     env: &BlockEnv,
@@ -579,14 +682,15 @@ pub(crate) fn execute_block_dyn(
     execute_block_with(rules, env, txs, state, true)
 }
 
-/// The sequential executor; with `native_transfers` off, plain transfers run on revm like any
-/// other transaction, which the tests compare the shortcut against.
+/// The sequential executor. With `shortcuts` off, plain transfers run on revm like any other
+/// transaction and revm's handler credits the fee recipient after each: the tests compare the
+/// shortcuts against that.
 pub(crate) fn execute_block_with(
     rules: &ChainRules,
     env: &BlockEnv,
     txs: &[RecoveredTx],
     state: &dyn StateView,
-    native_transfers: bool,
+    shortcuts: bool,
 ) -> Result<BlockOutput, ExecError> {
     let cfg = cfg_env(rules);
     let block = revm_block_env(env, &cfg);
@@ -595,7 +699,12 @@ pub(crate) fn execute_block_with(
     let mut evm = Context::mainnet()
         .with_cfg(cfg)
         .with_block(block)
-        .with_db(Overlay::with_capacity(state, txs.len()))
+        .with_db(Overlay::with_capacity(
+            state,
+            txs.len(),
+            env.beneficiary,
+            rules.fork >= Fork::SpuriousDragon,
+        ))
         .build_mainnet_with_inspector(Eip7610);
     if rules.fork.needs_eip1283_sstore() {
         evm.instruction
@@ -615,12 +724,12 @@ pub(crate) fn execute_block_with(
             continue;
         }
         let effective_gas_price = tx.envelope.effective_gas_price(Some(env.base_fee));
-        let transfer = native_transfers
+        let transfer = shortcuts
             .then(|| PlainTransfer::new(tx, &evm.ctx.cfg, env))
             .flatten();
         if let Some(transfer) = transfer {
             let overlay = &mut evm.ctx.journaled_state.database;
-            if overlay.transfer(&transfer, tx, env.beneficiary)?.is_some() {
+            if overlay.transfer(&transfer, tx)?.is_some() {
                 gas_used += TRANSFER_GAS;
                 outcomes.push(TxOutcome::Included(receipt_from(
                     PlainTransfer::result(evm.ctx.cfg.spec),
@@ -633,14 +742,26 @@ pub(crate) fn execute_block_with(
             }
         }
         evm.ctx.journaled_state.database.begin_tx(tx.sender);
-        let mut result = evm.transact(tx.tx_env());
+        // Without the fee recipient's credit, which the overlay applies: revm's handler would
+        // load, credit and hand back the fee recipient in every transaction.
+        let mut deferred = shortcuts;
+        let mut result = if deferred {
+            evm.ctx.set_tx(tx.tx_env());
+            let result = DeferredReward::<_, EVMError<StateError>>(PhantomData).run(&mut evm);
+            let state = evm.finalize();
+            result.map(|result| ResultAndState { result, state })
+        } else {
+            evm.transact(tx.tx_env())
+        };
         if result.is_ok() && evm.ctx.journaled_state.database.saw_storage_collision() {
             // The transaction loaded an account with storage but no nonce or code, which revm
             // would let a creation overwrite. Nothing of this run has reached the overlay (its
-            // diff is merged below), so running the transaction again, this time with the
-            // EIP-7610 inspector, starts from the same state.
+            // diff is merged below; pending fees it made visible were due anyway), so running
+            // the transaction again, this time with the EIP-7610 inspector and revm's own fee
+            // credit, starts from the same state.
             evm.ctx.journaled_state.database.begin_tx(tx.sender);
             result = evm.inspect_tx(tx.tx_env());
+            deferred = false;
         }
         let result = match result {
             Ok(r) => r,
@@ -652,13 +773,35 @@ pub(crate) fn execute_block_with(
             Err(EVMError::Header(h)) => return Err(ExecError::Header(h.to_string())),
             Err(other) => return Err(ExecError::Evm(other.to_string())),
         };
+        let tx_gas = result.result.tx_gas_used();
+        let overlay = &mut evm.ctx.journaled_state.database;
+        let fee = if deferred {
+            let price = U256::from(effective_gas_price);
+            let tip = if rules.fork >= Fork::London {
+                price.saturating_sub(U256::from(env.base_fee))
+            } else {
+                price
+            };
+            Some(tip * U256::from(tx_gas))
+        } else {
+            None
+        };
+        // revm would credit a self-destructed fee recipient and then delete it, fee and all.
+        let destroyed = result
+            .state
+            .get(&env.beneficiary)
+            .is_some_and(|a| a.is_selfdestructed());
+        let paid = fee.filter(|fee| !fee.is_zero() && !destroyed);
         merge_effects(
-            &mut evm.ctx.journaled_state.database.diff,
+            &mut overlay.diff,
             &result.state,
             rules.fork.spec_id(),
+            paid.is_some().then_some(env.beneficiary),
         );
+        if let Some(fee) = fee.filter(|_| !destroyed) {
+            overlay.credit_fee(fee)?;
+        }
 
-        let tx_gas = result.result.tx_gas_used();
         gas_used += tx_gas;
         outcomes.push(TxOutcome::Included(receipt_from(
             result.result,
@@ -669,7 +812,9 @@ pub(crate) fn execute_block_with(
         )));
     }
 
-    let diff = std::mem::take(&mut evm.ctx.journaled_state.database.diff);
+    let overlay = &mut evm.ctx.journaled_state.database;
+    overlay.flush_fees();
+    let diff = std::mem::take(&mut overlay.diff);
     Ok(BlockOutput {
         outcomes,
         diff,

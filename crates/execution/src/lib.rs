@@ -24,8 +24,8 @@ pub mod tx;
 
 pub use call::{call, estimate_gas, CallError, CallOutcome, CallRequest, EstimateError};
 pub use executor::{
-    cfg_env, execute_block, revm_block_env, BlockEnv, BlockOutput, ChainRules, ExecError,
-    Rejection, TxOutcome,
+    cfg_env, execute_block, execute_block_reference, revm_block_env, BlockEnv, BlockOutput,
+    ChainRules, ExecError, Rejection, TxOutcome,
 };
 pub use fork::{Fork, UnknownFork};
 pub use parallel::{

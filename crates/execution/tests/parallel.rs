@@ -11,8 +11,8 @@ use proptest::prelude::*;
 use secp256k1::{ecdsa::RecoverableSignature, Message, PublicKey, SecretKey};
 use std::{path::PathBuf, sync::OnceLock};
 use tessera_execution::{
-    execute_block, execute_block_parallel_with_stats, first_difference, mem::MemState, BlockEnv,
-    ChainRules, Fork, ParallelConfig, RecoveredTx,
+    execute_block, execute_block_parallel_with_stats, execute_block_reference, first_difference,
+    mem::MemState, BlockEnv, ChainRules, Fork, ParallelConfig, RecoveredTx,
 };
 use tessera_primitives::{Account, EMPTY_CODE_HASH};
 
@@ -307,12 +307,19 @@ fn env() -> BlockEnv {
     }
 }
 
-/// Runs `txs` sequentially and through Block-STM at 1, 2 and 4 threads, and requires identical
-/// results from Block-STM itself (no fallback).
+/// Runs `txs` on revm alone, sequentially with the shortcuts (plain transfers, the deferred fee
+/// credit) and through Block-STM at 1, 2 and 4 threads, and requires identical results, from
+/// Block-STM itself (no fallback).
 fn assert_equivalent(fork: Fork, pre: &MemState, txs: &[RecoveredTx]) -> Result<(), TestCaseError> {
     let rules = ChainRules { chain_id: 1, fork };
     let env = env();
     let sequential = execute_block(&rules, &env, txs, pre).expect("sequential execution");
+    let reference = execute_block_reference(&rules, &env, txs, pre).expect("reference execution");
+    if let Some(difference) = first_difference(&reference, &sequential) {
+        return Err(TestCaseError::fail(format!(
+            "{fork:?}, sequential: {difference}"
+        )));
+    }
     for threads in [1, 2, 4] {
         let (parallel, stats) = execute_block_parallel_with_stats(
             &rules,
@@ -453,6 +460,34 @@ fn empty_fee_recipient_touched_before_any_fee() {
         for fork in [Fork::Prague, Fork::SpuriousDragon, Fork::Homestead] {
             assert_equivalent(fork, &pre, &block_txs(&actions, fork)).unwrap();
         }
+    }
+    // Empty but for storage (EIP-7610's case): deleting it would take the storage with it.
+    // Block-STM leaves such a fee recipient to the sequential executor.
+    let mut pre = pre_state(Recipient::Empty);
+    let mut slots = tessera_execution::mem::Slots::default();
+    slots.insert(U256::from(1), U256::from(7));
+    pre.storage.insert(BENEFICIARY, slots);
+    for fork in [Fork::Prague, Fork::SpuriousDragon, Fork::Homestead] {
+        let rules = ChainRules { chain_id: 1, fork };
+        let txs = block_txs(&actions, fork);
+        let reference = execute_block_reference(&rules, &env(), &txs, &pre).unwrap();
+        let sequential = execute_block(&rules, &env(), &txs, &pre).unwrap();
+        assert_eq!(first_difference(&reference, &sequential), None, "{fork:?}");
+        let kept = &sequential.diff.accounts[&BENEFICIARY];
+        assert!(!kept.storage_cleared, "{fork:?}: {kept:?}");
+        let (parallel, stats) = execute_block_parallel_with_stats(
+            &rules,
+            &env(),
+            &txs,
+            &pre,
+            ParallelConfig::always(2),
+        )
+        .unwrap();
+        assert_eq!(
+            stats.fallback,
+            Some("the fee recipient is empty but has storage")
+        );
+        assert_eq!(first_difference(&sequential, &parallel), None, "{fork:?}");
     }
 }
 

@@ -34,8 +34,8 @@ mod scheduler;
 
 use crate::{
     executor::{
-        cfg_env, effects, execute_block_dyn, receipt_from, revm_block_env, BlockOutput, ExecError,
-        Rejection, TxOutcome,
+        cfg_env, effects, execute_block_dyn, receipt_from, revm_block_env, BlockOutput,
+        DeferredReward, ExecError, Rejection, TxOutcome,
     },
     fork::eip1283_sstore,
     state::StateView,
@@ -52,17 +52,12 @@ use mv::{Fee, Location, MvMemory, Value};
 use revm::{
     bytecode::opcode::SSTORE,
     context::{
-        result::{EVMError, ExecutionResult, HaltReason},
+        result::{EVMError, ExecutionResult},
         ContextSetters,
     },
-    context_interface::{ContextTr, JournalTr},
-    handler::{
-        EvmTr, EvmTrError, FrameResult, FrameTr, Handler, MainBuilder, MainContext, MainnetContext,
-        MainnetEvm,
-    },
-    interpreter::{interpreter_action::FrameInit, Instruction},
+    handler::{Handler, MainBuilder, MainContext, MainnetContext, MainnetEvm},
+    interpreter::Instruction,
     primitives::hardfork::SpecId,
-    state::EvmState,
     Context, ExecuteEvm,
 };
 use scheduler::{Claim, Scheduler, Task, Version};
@@ -236,30 +231,6 @@ impl From<DbError> for Stop {
 impl From<crate::state::StateError> for Halt {
     fn from(e: crate::state::StateError) -> Self {
         Halt::Error(ExecError::State(e))
-    }
-}
-
-/// revm's mainnet handler without the fee recipient's credit, which the block applies later.
-struct DeferredReward<EVM, ERROR>(PhantomData<(EVM, ERROR)>);
-
-impl<EVM, ERROR> Handler for DeferredReward<EVM, ERROR>
-where
-    EVM: EvmTr<
-        Context: ContextTr<Journal: JournalTr<State = EvmState>>,
-        Frame: FrameTr<FrameResult = FrameResult, FrameInit = FrameInit>,
-    >,
-    ERROR: EvmTrError<EVM>,
-{
-    type Evm = EVM;
-    type Error = ERROR;
-    type HaltReason = HaltReason;
-
-    fn reward_beneficiary(
-        &self,
-        _evm: &mut Self::Evm,
-        _exec_result: &mut FrameResult,
-    ) -> Result<(), Self::Error> {
-        Ok(())
     }
 }
 
