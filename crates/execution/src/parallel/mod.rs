@@ -254,7 +254,10 @@ type Incarnation = (TxResult, Vec<(Location, Value)>);
 /// Per transaction: its last result and the reads it was made from.
 #[derive(Default)]
 struct Slot {
-    result: Option<TxResult>,
+    /// Boxed: a block allocates a slot per transaction up front, and a large inline result
+    /// would make that megabytes of fresh pages per block, most of them never used when a
+    /// block falls back early.
+    result: Option<Box<TxResult>>,
     reads: Vec<Read>,
 }
 
@@ -291,7 +294,8 @@ struct Run<'a> {
     slots: Box<[Mutex<Slot>]>,
     lazy: Box<[Option<Address>]>,
     /// Transactions that may be plain transfers, applied without revm if they are.
-    transfers: Box<[Option<PlainTransfer>]>,
+    /// Boxed for the same reason as [`Slot::result`].
+    transfers: Box<[Option<Box<PlainTransfer>>]>,
     halt: Mutex<Option<Halt>>,
     executions: AtomicUsize,
     aborts: AtomicUsize,
@@ -339,7 +343,7 @@ fn block_stm(
     }
     let transfers = txs
         .iter()
-        .map(|tx| PlainTransfer::new(tx, &cfg, env))
+        .map(|tx| PlainTransfer::new(tx, &cfg, env).map(Box::new))
         .collect();
     let run = Run {
         rules,
@@ -484,7 +488,10 @@ impl Run<'_> {
                     let fee = result.fee;
                     {
                         let mut slot = lock(&self.slots[idx]);
-                        slot.result = Some(result);
+                        match &mut slot.result {
+                            Some(kept) => **kept = result,
+                            None => slot.result = Some(Box::new(result)),
+                        }
                         // Copied, not swapped: the worker's buffer keeps its capacity, so that
                         // reads are not regrown from nothing in every incarnation.
                         slot.reads.clear();
@@ -691,7 +698,7 @@ impl Run<'_> {
         let mut recipient = self.state.beneficiary_before;
         let mut pending: Option<bool> = None;
         for (tx, slot) in self.txs.iter().zip(self.slots.iter()) {
-            let result = lock(slot)
+            let result = *lock(slot)
                 .result
                 .take()
                 .expect("every transaction executed before the block is done");
