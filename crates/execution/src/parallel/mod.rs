@@ -372,11 +372,7 @@ fn block_stm(
         waits: AtomicUsize::new(0),
         contention_fallback: config.contention_fallback,
         next_item: AtomicUsize::new(0),
-        // A sender and a recipient for most transactions: rarely grown.
-        finals: Mutex::new(AddressMap::with_capacity_and_hasher(
-            2 * txs.len() + 1,
-            Default::default(),
-        )),
+        finals: Mutex::default(),
     };
     if config.threads > 1 {
         helpers(config.threads - 1)?.in_place_scope(|s| {
@@ -468,7 +464,16 @@ impl Run<'_> {
                 .mv
                 .final_changes(item, &self.env.beneficiary, |address| view.account(address));
             match changes {
-                Ok(changes) => lock(&self.finals).extend(changes),
+                Ok(changes) => {
+                    let mut finals = lock(&self.finals);
+                    if finals.capacity() == 0 {
+                        // A sender and a recipient for most transactions: rarely grown. Sized
+                        // here, not up front: a block that falls back never needs it, and a
+                        // large allocation costs its pages' faults.
+                        finals.reserve(2 * self.txs.len() + 1);
+                    }
+                    finals.extend(changes);
+                }
                 Err(e) => {
                     self.stop(e.into());
                     return;
