@@ -145,6 +145,22 @@ where
     }
 }
 
+/// What the fee recipient earns for a transaction, as revm's `reward_beneficiary` computes it:
+/// the price above the base fee (the whole price before London) for each unit of gas used.
+pub(crate) fn priority_fee(
+    effective_gas_price: u128,
+    base_fee: u64,
+    spec: SpecId,
+    gas: u64,
+) -> U256 {
+    let tip = if spec.is_enabled_in(SpecId::LONDON) {
+        effective_gas_price.saturating_sub(u128::from(base_fee))
+    } else {
+        effective_gas_price
+    };
+    U256::from(tip) * U256::from(gas)
+}
+
 /// A failure that stops the block: state could not be read, or revm failed internally.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -775,17 +791,14 @@ pub(crate) fn execute_block_with(
         };
         let tx_gas = result.result.tx_gas_used();
         let overlay = &mut evm.ctx.journaled_state.database;
-        let fee = if deferred {
-            let price = U256::from(effective_gas_price);
-            let tip = if rules.fork >= Fork::London {
-                price.saturating_sub(U256::from(env.base_fee))
-            } else {
-                price
-            };
-            Some(tip * U256::from(tx_gas))
-        } else {
-            None
-        };
+        let fee = deferred.then(|| {
+            priority_fee(
+                effective_gas_price,
+                env.base_fee,
+                rules.fork.spec_id(),
+                tx_gas,
+            )
+        });
         // revm would credit a self-destructed fee recipient and then delete it, fee and all.
         let destroyed = result
             .state

@@ -34,8 +34,8 @@ mod scheduler;
 
 use crate::{
     executor::{
-        cfg_env, effects, execute_block_dyn, receipt_from, revm_block_env, BlockOutput,
-        DeferredReward, ExecError, Rejection, TxOutcome,
+        cfg_env, effects, execute_block_dyn, priority_fee, receipt_from, revm_block_env,
+        BlockOutput, DeferredReward, ExecError, Rejection, TxOutcome,
     },
     fork::eip1283_sstore,
     state::StateView,
@@ -45,7 +45,7 @@ use crate::{
 use alloy_consensus::Transaction as _;
 use alloy_primitives::{
     map::{AddressMap, B256Map},
-    Address, Bytes, TxKind, B256, U256,
+    Address, Bytes, TxKind, B256,
 };
 use db::{BlockState, DbError, Read, TxDb};
 use mv::{Fee, Location, MvMemory, Value};
@@ -565,13 +565,12 @@ impl Run<'_> {
         }
         let db = &evm.ctx.journaled_state.database;
         let lazy_recipient = if db.lazy_used { self.lazy[idx] } else { None };
-        let price = tx.envelope.effective_gas_price(Some(self.env.base_fee));
-        let tip = if self.spec.is_enabled_in(SpecId::LONDON) {
-            price.saturating_sub(self.env.base_fee as u128)
-        } else {
-            price
-        };
-        let fee_amount = U256::from(tip) * U256::from(execution.tx_gas_used());
+        let fee_amount = priority_fee(
+            tx.envelope.effective_gas_price(Some(self.env.base_fee)),
+            self.env.base_fee,
+            self.spec,
+            execution.tx_gas_used(),
+        );
         let fee = Fee::Credit(fee_amount);
         let mut result = TxResult {
             outcome: Ok(execution),
