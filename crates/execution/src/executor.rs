@@ -816,8 +816,10 @@ pub(crate) fn execute_block_with(
         }
 
         gas_used += tx_gas;
+        let ResultAndState { result, state } = result;
+        reuse_state(&mut evm.ctx.journaled_state.inner.state, state);
         outcomes.push(TxOutcome::Included(receipt_from(
-            result.result,
+            result,
             tx,
             tx_gas,
             gas_used,
@@ -833,6 +835,18 @@ pub(crate) fn execute_block_with(
         diff,
         gas_used,
     })
+}
+
+/// Hands revm's per-transaction state back, emptied, for the next transaction: revm takes it
+/// out when a transaction ends (`finalize`) and would otherwise grow a new map from nothing in
+/// every transaction. `journal` is the map `finalize` left empty. A map grown large by an
+/// unusual transaction is dropped rather than cleared again and again.
+pub(crate) fn reuse_state(journal: &mut EvmState, mut state: EvmState) {
+    const KEEP: usize = 64;
+    if journal.is_empty() && state.capacity() <= KEEP {
+        state.clear();
+        *journal = state;
+    }
 }
 
 pub(crate) fn receipt_from(

@@ -34,8 +34,8 @@ mod scheduler;
 
 use crate::{
     executor::{
-        cfg_env, effects, execute_block_dyn, priority_fee, receipt_from, revm_block_env,
-        BlockOutput, DeferredReward, ExecError, Rejection, TxOutcome,
+        cfg_env, effects, execute_block_dyn, priority_fee, receipt_from, reuse_state,
+        revm_block_env, BlockOutput, DeferredReward, ExecError, Rejection, TxOutcome,
     },
     fork::eip1283_sstore,
     state::StateView,
@@ -292,10 +292,6 @@ struct Run<'a> {
     state: BlockState<'a>,
     scheduler: Scheduler,
     slots: Box<[Mutex<Slot>]>,
-    lazy: Box<[Option<Address>]>,
-    /// Transactions that may be plain transfers, applied without revm if they are.
-    /// Boxed for the same reason as [`Slot::result`].
-    transfers: Box<[Option<Box<PlainTransfer>>]>,
     halt: Mutex<Option<Halt>>,
     executions: AtomicUsize,
     aborts: AtomicUsize,
@@ -341,10 +337,6 @@ fn block_stm(
         // Crediting it a zero fee would delete it with its storage mid-block.
         return Err(Halt::Fallback("the fee recipient is empty but has storage"));
     }
-    let transfers = txs
-        .iter()
-        .map(|tx| PlainTransfer::new(tx, &cfg, env).map(Box::new))
-        .collect();
     let run = Run {
         rules,
         env,
@@ -361,11 +353,6 @@ fn block_stm(
         },
         scheduler: Scheduler::new(txs.len(), config.threads),
         slots: (0..txs.len()).map(|_| Mutex::default()).collect(),
-        lazy: txs
-            .iter()
-            .map(|tx| lazy_recipient(tx, env.beneficiary))
-            .collect(),
-        transfers,
         halt: Mutex::new(None),
         executions: AtomicUsize::new(0),
         aborts: AtomicUsize::new(0),
@@ -525,14 +512,19 @@ impl Run<'_> {
     /// One incarnation of transaction `idx`: its result and the writes to publish.
     fn execute<'s>(&'s self, evm: &mut ParallelEvm<'s>, idx: usize) -> Result<Incarnation, Stop> {
         let tx = &self.txs[idx];
+        // Both worked out from the transaction's own fields in every incarnation, not up front
+        // for the whole block: a few comparisons each, where a pass over every transaction
+        // before the first runs would bring all of them into the cache twice, and a block that
+        // falls back early would pay for it all.
+        let lazy = lazy_recipient(tx, self.env.beneficiary);
         let db = &mut evm.ctx.journaled_state.database;
-        db.begin(idx, tx.sender, self.lazy[idx]);
-        if let Some(transfer) = &self.transfers[idx] {
-            if let Some(done) = self.transfer(db, transfer)? {
+        db.begin(idx, tx.sender, lazy);
+        if let Some(transfer) = PlainTransfer::new(tx, &self.cfg, self.env) {
+            if let Some(done) = self.transfer(db, &transfer)? {
                 return Ok(done);
             }
             // Not a plain transfer after all: revm runs it, reading afresh.
-            db.begin(idx, tx.sender, self.lazy[idx]);
+            db.begin(idx, tx.sender, lazy);
         }
         evm.ctx.set_tx(tx.tx_env());
         let outcome = DeferredReward::<_, EVMError<DbError>>(PhantomData).run(evm);
@@ -564,7 +556,7 @@ impl Run<'_> {
             )));
         }
         let db = &evm.ctx.journaled_state.database;
-        let lazy_recipient = if db.lazy_used { self.lazy[idx] } else { None };
+        let lazy_recipient = if db.lazy_used { lazy } else { None };
         let fee_amount = priority_fee(
             tx.envelope.effective_gas_price(Some(self.env.base_fee)),
             self.env.base_fee,
@@ -619,6 +611,7 @@ impl Run<'_> {
                     .map(|(slot, value)| (Location::Storage(address, slot), Value::Storage(value))),
             );
         }
+        reuse_state(&mut evm.ctx.journaled_state.inner.state, state);
         Ok((result, writes))
     }
 
