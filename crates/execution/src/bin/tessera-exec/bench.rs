@@ -359,13 +359,7 @@ fn baseline(case: &Case) -> Result<(Duration, u64, Final), String> {
         .with_db(db)
         .build_mainnet();
     let start = Instant::now();
-    let mut gas = 0;
-    for (i, tx) in case.txs.iter().enumerate() {
-        let result = evm
-            .transact_commit(tx.tx_env())
-            .map_err(|e| format!("baseline: tx {i}: {e}"))?;
-        gas += result.tx_gas_used();
-    }
+    let gas = baseline_loop(&mut evm, &case.txs)?;
     let elapsed = start.elapsed();
     let state = evm
         .ctx
@@ -390,6 +384,27 @@ fn baseline(case: &Case) -> Result<(Duration, u64, Final), String> {
         })
         .collect();
     Ok((elapsed, gas, state))
+}
+
+/// The baseline's timed part: revm's `transact_commit` for every transaction in turn. Not
+/// inlined, so that profilers can tell it from the setup around it.
+#[inline(never)]
+fn baseline_loop<E>(evm: &mut E, txs: &[RecoveredTx]) -> Result<u64, String>
+where
+    E: ExecuteCommitEvm<
+        Tx = revm::context::TxEnv,
+        ExecutionResult = revm::context::result::ExecutionResult,
+    >,
+    E::Error: std::fmt::Display,
+{
+    let mut gas = 0;
+    for (i, tx) in txs.iter().enumerate() {
+        let result = evm
+            .transact_commit(tx.tx_env())
+            .map_err(|e| format!("baseline: tx {i}: {e}"))?;
+        gas += result.tx_gas_used();
+    }
+    Ok(gas)
 }
 
 /// Checks a Tessera run of `case` against the baseline's final state and gas.
