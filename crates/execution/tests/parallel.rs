@@ -1,6 +1,7 @@
 //! Block-STM against the sequential executor: generated blocks mixing ETH transfers (to fresh,
 //! hot and code-bearing recipients, and to the fee recipient), ERC-20 transfers on the real
-//! OpenZeppelin bytecode, deployments, reverts, self-destructs, reads of the fee recipient's
+//! OpenZeppelin bytecode, deployments, reverts, self-destructs (of a contract whose slots the
+//! block wrote before, spread over the shards), reads of the fee recipient's
 //! balance, payments to it from contracts, chains of transactions from one sender, refused
 //! transactions and a hot storage slot must give identical outcomes, receipts and state diffs at
 //! several thread counts, without falling back to the sequential executor.
@@ -49,11 +50,17 @@ const INIT_STORE: &[u8] = &[
 /// SELFDESTRUCT(CALLER) from init code: created and destroyed in one transaction.
 const INIT_SELFDESTRUCT: &[u8] = &[0x33, 0xff];
 
+/// Called with value: SSTORE(CALLVALUE, 1), a slot anywhere, so that the multi-version
+/// memory's shards all hold some of its storage. Without: SELFDESTRUCT(hot), which before
+/// Cancun deletes it and the slots written earlier in the block.
 fn destructor_code() -> Vec<u8> {
-    // SELFDESTRUCT(hot)
-    let mut code = vec![0x73];
+    // CALLVALUE DUP1 PUSH1 28 JUMPI POP PUSH20 hot SELFDESTRUCT
+    let mut code = vec![0x34, 0x80, 0x60, 28, 0x57, 0x50, 0x73];
     code.extend_from_slice(hot().as_slice());
     code.push(0xff);
+    // 28: JUMPDEST PUSH1 1 SWAP1 SSTORE STOP
+    code.extend_from_slice(&[0x5b, 0x60, 0x01, 0x90, 0x55, 0x00]);
+    assert_eq!(code[28], 0x5b);
     code
 }
 
@@ -411,6 +418,33 @@ proptest! {
         actions in prop::collection::vec((0..SENDERS, action(), 0..3u64), 300..700),
     ) {
         random_block_is_equivalent(fork, recipient, &actions)?;
+    }
+}
+
+/// Before Cancun a self-destruct deletes the contract with every slot the block wrote to it
+/// before, whichever shard of the multi-version memory each slot is in.
+#[test]
+fn slots_written_before_a_self_destruct_go_with_it() {
+    let mut actions: Vec<_> = (1..=24u64)
+        .map(|i| {
+            let value = i * 0x0101_0101_0101;
+            (
+                usize::try_from(i).unwrap() % SENDERS,
+                Action::Transfer { to: 7, value },
+                1,
+            )
+        })
+        .collect();
+    actions.push((0, Action::Destroy, 1));
+    // Written again after the deletion: plain value to an account without code.
+    actions.push((1, Action::Transfer { to: 7, value: 5 }, 1));
+    for fork in [Fork::Shanghai, Fork::Cancun] {
+        assert_equivalent(
+            fork,
+            &pre_state(Recipient::Funded),
+            &block_txs(&actions, fork),
+        )
+        .unwrap();
     }
 }
 

@@ -431,7 +431,6 @@ impl Run<'_> {
     /// thread does not free them all alone).
     fn gather(&self) {
         const CHUNK: usize = 512;
-        let view = self.state.view;
         let items = mv::SHARDS + self.txs.len().div_ceil(CHUNK);
         loop {
             let item = self.next_item.fetch_add(1, Ordering::Relaxed);
@@ -446,27 +445,49 @@ impl Run<'_> {
                 }
                 continue;
             }
-            let changes = self
-                .state
-                .mv
-                .final_changes(item, &self.env.beneficiary, |address| view.account(address));
-            match changes {
-                Ok(changes) => {
-                    let mut finals = lock(&self.finals);
-                    if finals.capacity() == 0 {
-                        // A sender and a recipient for most transactions: rarely grown. Sized
-                        // here, not up front: a block that falls back never needs it, and a
-                        // large allocation costs its pages' faults.
-                        finals.reserve(2 * self.txs.len() + 1);
-                    }
-                    finals.extend(changes);
+            let gathered = if self.state.mv.any_cleared() {
+                // A slot's shard may not hold its account's clear, which wipes the writes
+                // below it: the clears are collected first, and one worker gathers every
+                // shard. Only blocks that create or delete accounts.
+                if item != 0 {
+                    continue;
                 }
-                Err(e) => {
-                    self.stop(e.into());
-                    return;
-                }
+                let clears = self.state.mv.last_clears();
+                (0..mv::SHARDS).try_for_each(|shard| self.gather_shard(shard, Some(&clears)))
+            } else {
+                self.gather_shard(item, None)
+            };
+            if let Err(e) = gathered {
+                self.stop(e.into());
+                return;
             }
         }
+    }
+
+    /// Joins one shard's parts of the final account changes into the block's.
+    fn gather_shard(
+        &self,
+        shard: usize,
+        clears: Option<&AddressMap<usize>>,
+    ) -> Result<(), crate::state::StateError> {
+        let view = self.state.view;
+        let parts =
+            self.state
+                .mv
+                .final_changes(shard, &self.env.beneficiary, clears, |address| {
+                    view.account(address)
+                })?;
+        let mut finals = lock(&self.finals);
+        if finals.capacity() == 0 {
+            // A sender and a recipient for most transactions: rarely grown. Sized here, not up
+            // front: a block that falls back never needs it, and a large allocation costs its
+            // pages' faults.
+            finals.reserve(2 * self.txs.len() + 1);
+        }
+        for (address, part) in parts {
+            part.join(address, &mut finals, |address| view.account(address))?;
+        }
+        Ok(())
     }
 
     /// Executes `version` until it finishes or has to wait for a lower transaction.

@@ -9,11 +9,12 @@
 
 use crate::state::StateError;
 use alloy_primitives::{
-    map::{DefaultHashBuilder, HashMap},
+    map::{AddressMap, DefaultHashBuilder, HashMap},
     Address, Bytes, B256, U256,
 };
 use smallvec::SmallVec;
 use std::{
+    collections::hash_map::Entry as MapEntry,
     hash::BuildHasher,
     sync::{
         atomic::{AtomicBool, AtomicU32, Ordering},
@@ -27,9 +28,11 @@ use super::{lock, Padded};
 /// Index of a transaction in its block.
 pub(crate) type TxIdx = usize;
 
-/// Lock shards of the location map, one per first byte of the address: enough that two workers
-/// rarely meet on one lock, and all of an account's locations in one shard, so that the block's
-/// final state is gathered shard by shard, in parallel.
+/// Lock shards of the location map: enough that two workers rarely meet on one lock. An
+/// account's own locations (account, clear) are in the shard of its address's first byte; its
+/// slots are spread over all shards by slot, so that a contract every transaction writes (a
+/// token) is not one lock and one map for the whole block. The block's final state is gathered
+/// shard by shard, in parallel, and the parts of one account put together.
 pub(crate) const SHARDS: usize = 256;
 
 /// A unit of state a transaction reads or writes.
@@ -43,12 +46,6 @@ pub(crate) enum Location {
 }
 
 impl Location {
-    pub(crate) fn address(&self) -> &Address {
-        match self {
-            Location::Account(a) | Location::Storage(a, _) | Location::Cleared(a) => a,
-        }
-    }
-
     /// Orders an account's locations together: the account, its clear, then its slots.
     fn grouping(&self) -> (Address, u8, U256) {
         match *self {
@@ -145,6 +142,41 @@ pub(crate) enum Fee {
 #[derive(Default)]
 pub(crate) struct History(SmallVec<[(TxIdx, Entry); 1]>);
 
+impl FinalPart {
+    /// Adds this part of `address`'s final change to `finals`, the block's changes. An account
+    /// whose own location no part has (only its slots changed) keeps its state from before the
+    /// block, read with `base`.
+    pub(crate) fn join(
+        self,
+        address: Address,
+        finals: &mut AddressMap<AccountChange>,
+        base: impl FnOnce(&Address) -> Result<Option<Account>, StateError>,
+    ) -> Result<(), StateError> {
+        match finals.entry(address) {
+            MapEntry::Occupied(mut existing) => {
+                let existing = existing.get_mut();
+                if let Some(info) = self.info {
+                    existing.info = info;
+                }
+                existing.storage_cleared |= self.cleared;
+                existing.storage.extend(self.storage);
+            }
+            MapEntry::Vacant(vacant) => {
+                let info = match self.info {
+                    Some(info) => info,
+                    None => base(&address)?,
+                };
+                vacant.insert(AccountChange {
+                    info,
+                    storage_cleared: self.cleared,
+                    storage: self.storage,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 impl History {
     /// Position of the first entry at or above `idx`.
     fn position(&self, idx: TxIdx) -> usize {
@@ -195,10 +227,27 @@ impl History {
     }
 }
 
-/// The shard of `location`: by the first byte of its address, so that all of an account's
-/// locations share a shard.
+/// The shard of `location`: an account's own locations by the first byte of its address, a
+/// slot also by its slot's lowest byte (mapping slots are hashes; plain ones count up).
 fn shard_index(location: &Location) -> usize {
-    location.address()[0] as usize % SHARDS
+    match location {
+        Location::Account(a) | Location::Cleared(a) => a[0] as usize % SHARDS,
+        Location::Storage(a, slot) => {
+            (a[0] as usize).wrapping_add(slot.as_limbs()[0] as usize) % SHARDS
+        }
+    }
+}
+
+/// One shard's part of an account's final change.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct FinalPart {
+    /// The account as the block leaves it, if its account location is in this shard and was
+    /// written; otherwise it comes from another part or, failing that, the state before.
+    pub info: Option<Option<Account>>,
+    /// Whether the block emptied its storage (only in the part with its account location).
+    pub cleared: bool,
+    /// The final value of its slots that are in this shard.
+    pub storage: StorageChanges,
 }
 
 /// The histories of the locations of one range of addresses.
@@ -506,15 +555,39 @@ impl MvMemory {
         *lock(&self.fees[idx]) = Fee::Pending;
     }
 
-    /// The final change of every account in `shard` except `skip`, from the last incarnations'
-    /// writes (once the block is done: no ESTIMATE is left then): what
-    /// merging each transaction's changes in order gives. The shard is emptied.
+    /// Whether any transaction wrote a clear: the block's final state must then drop the slot
+    /// writes below the last clear of their account, which may be in another shard.
+    pub(crate) fn any_cleared(&self) -> bool {
+        self.any_cleared.load(Ordering::Acquire)
+    }
+
+    /// The last writer of every account's clear, once the block is done.
+    pub(crate) fn last_clears(&self) -> AddressMap<TxIdx> {
+        let mut clears = AddressMap::default();
+        for shard in self.shards.iter() {
+            for (location, history) in lock(shard).iter() {
+                if let (Location::Cleared(address), Some(&(writer, _))) =
+                    (location, history.entries().last())
+                {
+                    clears.insert(*address, writer);
+                }
+            }
+        }
+        clears
+    }
+
+    /// The final state, in parts, of every account with a location in `shard` except `skip`,
+    /// from the last incarnations' writes (once the block is done: no ESTIMATE is left then):
+    /// what merging each transaction's changes in order gives. `clears` is
+    /// [`last_clears`](Self::last_clears) when [`any_cleared`](Self::any_cleared). The shard
+    /// is emptied.
     pub(crate) fn final_changes(
         &self,
         shard: usize,
         skip: &Address,
+        clears: Option<&AddressMap<TxIdx>>,
         base: impl Fn(&Address) -> Result<Option<Account>, StateError>,
-    ) -> Result<Vec<(Address, AccountChange)>, StateError> {
+    ) -> Result<Vec<(Address, FinalPart)>, StateError> {
         let histories = std::mem::take(&mut *lock(&self.shards[shard]));
         // Keys copied out, so that sorting compares contiguous keys instead of chasing each
         // entry into the map.
@@ -530,7 +603,9 @@ impl MvMemory {
                 continue;
             }
             let mut info = None;
-            let mut cleared = None;
+            let mut cleared = false;
+            // Slots written below this are wiped by the account's last clear.
+            let clear = clears.and_then(|c| c.get(&address)).copied();
             // Sized once: a busy contract's slots would otherwise regrow the map many times.
             let mut storage =
                 StorageChanges::with_capacity_and_hasher(group.len(), Default::default());
@@ -561,10 +636,9 @@ impl MvMemory {
                         };
                         info = Some(add_credit(account, credit));
                     }
-                    1 => cleared = Some(writer),
+                    1 => cleared = true,
                     _ => {
-                        // Slots come after the clear: a write before it was wiped by it.
-                        if cleared.is_none_or(|c| writer >= c) {
+                        if clear.is_none_or(|c| writer >= c) {
                             if let Some((_, Some(Value::Storage(v)))) = entries.last() {
                                 storage.insert(*slot, *v);
                             }
@@ -572,21 +646,15 @@ impl MvMemory {
                     }
                 }
             }
-            let info = match info {
-                Some(info) => info,
+            if info.is_none() && storage.is_empty() && !cleared {
                 // Only histories emptied by re-executions that stopped writing here.
-                None if storage.is_empty() && cleared.is_none() => continue,
-                // Only its storage changed: a clear comes with a write of the account.
-                None => {
-                    debug_assert!(cleared.is_none());
-                    base(&address)?
-                }
-            };
+                continue;
+            }
             changes.push((
                 address,
-                AccountChange {
+                FinalPart {
                     info,
-                    storage_cleared: cleared.is_some(),
+                    cleared,
                     storage,
                 },
             ));
@@ -609,9 +677,22 @@ mod tests {
         }))
     }
 
-    fn finals(mv: &MvMemory, address: Address) -> Vec<(Address, AccountChange)> {
-        mv.final_changes(address[0] as usize, &Address::ZERO, |_| Ok(None))
-            .expect("no state reads fail here")
+    /// The block's final changes, gathered from every shard as the executor does.
+    fn finals(mv: &MvMemory) -> Vec<(Address, AccountChange)> {
+        let clears = mv.any_cleared().then(|| mv.last_clears());
+        let mut finals = AddressMap::default();
+        for shard in 0..SHARDS {
+            let parts = mv
+                .final_changes(shard, &Address::ZERO, clears.as_ref(), |_| Ok(None))
+                .expect("no state reads fail here");
+            for (address, part) in parts {
+                part.join(address, &mut finals, |_| Ok(None))
+                    .expect("no state reads fail here");
+            }
+        }
+        let mut finals: Vec<_> = finals.into_iter().collect();
+        finals.sort_by_key(|(address, _)| *address);
+        finals
     }
 
     /// A re-execution that no longer writes an account leaves nothing behind for it.
@@ -633,7 +714,7 @@ mod tests {
         assert_eq!(mv.read_storage(x, U256::from(7), 2), Err(Blocked(1)));
         assert!(!mv.publish(1, Vec::new(), [], Fee::Credit(U256::ZERO)));
         assert_eq!(mv.read_storage(x, U256::from(7), 2), Ok(StorageRead::Base));
-        assert_eq!(finals(&mv, x), Vec::new());
+        assert_eq!(finals(&mv), Vec::new());
     }
 
     /// The final change is the last write, with the writes of others kept.
@@ -664,7 +745,7 @@ mod tests {
         mv.publish(1, vec![(Location::Account(x), account(2))], [], fee);
         // Transaction 2 runs again and writes only the account.
         mv.publish(2, vec![(Location::Account(x), account(4))], [], fee);
-        let changes = finals(&mv, x);
+        let changes = finals(&mv);
         assert_eq!(changes.len(), 1);
         let (address, change) = &changes[0];
         assert_eq!(*address, x);
@@ -673,6 +754,102 @@ mod tests {
         assert_eq!(
             change.storage.iter().collect::<Vec<_>>(),
             vec![(&U256::from(1), &U256::from(10))]
+        );
+    }
+
+    /// A contract's slots are spread over the shards; gathering puts them back together, with
+    /// the account as it was before the block when only its storage changed.
+    #[test]
+    fn slots_from_every_shard_make_one_change() {
+        let x = Address::repeat_byte(0x33);
+        let mv = MvMemory::new(4);
+        let fee = Fee::Credit(U256::ZERO);
+        let slots: Vec<U256> = (0..64u64).map(|i| U256::from(i * 37 + 5)).collect();
+        assert!(slots
+            .iter()
+            .any(|s| shard_index(&Location::Storage(x, *s)) != shard_index(&Location::Account(x))));
+        // Each of the four transactions writes a run of sixteen slots.
+        for (tx, run) in slots.chunks(16).enumerate() {
+            let writes = run
+                .iter()
+                .enumerate()
+                .map(|(j, slot)| {
+                    let i = tx * 16 + j;
+                    (
+                        Location::Storage(x, *slot),
+                        Value::Storage(U256::from(i + 1)),
+                    )
+                })
+                .collect();
+            mv.publish(tx, writes, [], fee);
+        }
+        let before = Account {
+            nonce: 1,
+            balance: U256::from(7),
+            ..Account::default()
+        };
+        let mut finals = AddressMap::default();
+        for shard in 0..SHARDS {
+            let parts = mv
+                .final_changes(shard, &Address::ZERO, None, |_| Ok(Some(before)))
+                .expect("no state reads fail here");
+            for (address, part) in parts {
+                part.join(address, &mut finals, |_| Ok(Some(before)))
+                    .expect("no state reads fail here");
+            }
+        }
+        assert_eq!(finals.len(), 1);
+        let change = &finals[&x];
+        assert_eq!(change.info, Some(before));
+        assert!(!change.storage_cleared);
+        assert_eq!(change.storage.len(), slots.len());
+        for (i, slot) in slots.iter().enumerate() {
+            assert_eq!(change.storage[slot], U256::from(i + 1));
+        }
+    }
+
+    /// A clear wipes the writes below it even when they are in other shards, and keeps the
+    /// ones at and above it.
+    #[test]
+    fn a_clear_wipes_lower_writes_in_every_shard() {
+        let x = Address::repeat_byte(0x44);
+        let mv = MvMemory::new(3);
+        let fee = Fee::Credit(U256::ZERO);
+        let slot = |s: u64| Location::Storage(x, U256::from(s));
+        let old: Vec<u64> = (1..40).collect();
+        mv.publish(
+            0,
+            old.iter()
+                .map(|s| (slot(*s), Value::Storage(U256::from(100))))
+                .collect(),
+            [],
+            fee,
+        );
+        // Transaction 1 creates the account afresh and writes one slot; 2 writes another.
+        mv.publish(
+            1,
+            vec![
+                (Location::Account(x), account(1)),
+                (Location::Cleared(x), Value::Cleared),
+                (slot(1), Value::Storage(U256::from(11))),
+            ],
+            [],
+            fee,
+        );
+        mv.publish(2, vec![(slot(2), Value::Storage(U256::from(22)))], [], fee);
+        let changes = finals(&mv);
+        assert_eq!(changes.len(), 1);
+        let (_, change) = &changes[0];
+        assert!(change.storage_cleared);
+        assert_eq!(change.info.map(|a| a.balance), Some(U256::from(1)));
+        let mut storage: Vec<_> = change.storage.iter().map(|(k, v)| (*k, *v)).collect();
+        storage.sort();
+        assert_eq!(
+            storage,
+            vec![
+                (U256::from(1), U256::from(11)),
+                (U256::from(2), U256::from(22))
+            ]
         );
     }
 }
