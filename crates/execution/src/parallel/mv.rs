@@ -142,41 +142,6 @@ pub(crate) enum Fee {
 #[derive(Default)]
 pub(crate) struct History(SmallVec<[(TxIdx, Entry); 1]>);
 
-impl FinalPart {
-    /// Adds this part of `address`'s final change to `finals`, the block's changes. An account
-    /// whose own location no part has (only its slots changed) keeps its state from before the
-    /// block, read with `base`.
-    pub(crate) fn join(
-        self,
-        address: Address,
-        finals: &mut AddressMap<AccountChange>,
-        base: impl FnOnce(&Address) -> Result<Option<Account>, StateError>,
-    ) -> Result<(), StateError> {
-        match finals.entry(address) {
-            MapEntry::Occupied(mut existing) => {
-                let existing = existing.get_mut();
-                if let Some(info) = self.info {
-                    existing.info = info;
-                }
-                existing.storage_cleared |= self.cleared;
-                existing.storage.extend(self.storage);
-            }
-            MapEntry::Vacant(vacant) => {
-                let info = match self.info {
-                    Some(info) => info,
-                    None => base(&address)?,
-                };
-                vacant.insert(AccountChange {
-                    info,
-                    storage_cleared: self.cleared,
-                    storage: self.storage,
-                });
-            }
-        }
-        Ok(())
-    }
-}
-
 impl History {
     /// Position of the first entry at or above `idx`.
     fn position(&self, idx: TxIdx) -> usize {
@@ -250,7 +215,42 @@ pub(crate) struct FinalPart {
     pub storage: StorageChanges,
 }
 
-/// The histories of the locations of one range of addresses.
+impl FinalPart {
+    /// Adds this part of `address`'s final change to `finals`, the block's changes. An account
+    /// whose own location no part has (only its slots changed) keeps its state from before the
+    /// block, read with `base`.
+    pub(crate) fn join(
+        self,
+        address: Address,
+        finals: &mut AddressMap<AccountChange>,
+        base: impl FnOnce(&Address) -> Result<Option<Account>, StateError>,
+    ) -> Result<(), StateError> {
+        match finals.entry(address) {
+            MapEntry::Occupied(mut existing) => {
+                let existing = existing.get_mut();
+                if let Some(info) = self.info {
+                    existing.info = info;
+                }
+                existing.storage_cleared |= self.cleared;
+                existing.storage.extend(self.storage);
+            }
+            MapEntry::Vacant(vacant) => {
+                let info = match self.info {
+                    Some(info) => info,
+                    None => base(&address)?,
+                };
+                vacant.insert(AccountChange {
+                    info,
+                    storage_cleared: self.cleared,
+                    storage: self.storage,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The histories of the locations in one shard.
 type Shard = HashMap<Location, History>;
 
 pub(crate) struct MvMemory {
@@ -677,20 +677,26 @@ mod tests {
         }))
     }
 
-    /// The block's final changes, gathered from every shard as the executor does.
-    fn finals(mv: &MvMemory) -> Vec<(Address, AccountChange)> {
+    /// The block's final changes, gathered from every shard as the executor does, with every
+    /// account `before` the block.
+    fn gathered(mv: &MvMemory, before: Option<Account>) -> AddressMap<AccountChange> {
         let clears = mv.any_cleared().then(|| mv.last_clears());
         let mut finals = AddressMap::default();
         for shard in 0..SHARDS {
             let parts = mv
-                .final_changes(shard, &Address::ZERO, clears.as_ref(), |_| Ok(None))
+                .final_changes(shard, &Address::ZERO, clears.as_ref(), |_| Ok(before))
                 .expect("no state reads fail here");
             for (address, part) in parts {
-                part.join(address, &mut finals, |_| Ok(None))
+                part.join(address, &mut finals, |_| Ok(before))
                     .expect("no state reads fail here");
             }
         }
-        let mut finals: Vec<_> = finals.into_iter().collect();
+        finals
+    }
+
+    /// The block's final changes, by address, with no accounts before the block.
+    fn finals(mv: &MvMemory) -> Vec<(Address, AccountChange)> {
+        let mut finals: Vec<_> = gathered(mv, None).into_iter().collect();
         finals.sort_by_key(|(address, _)| *address);
         finals
     }
@@ -788,16 +794,7 @@ mod tests {
             balance: U256::from(7),
             ..Account::default()
         };
-        let mut finals = AddressMap::default();
-        for shard in 0..SHARDS {
-            let parts = mv
-                .final_changes(shard, &Address::ZERO, None, |_| Ok(Some(before)))
-                .expect("no state reads fail here");
-            for (address, part) in parts {
-                part.join(address, &mut finals, |_| Ok(Some(before)))
-                    .expect("no state reads fail here");
-            }
-        }
+        let finals = gathered(&mv, Some(before));
         assert_eq!(finals.len(), 1);
         let change = &finals[&x];
         assert_eq!(change.info, Some(before));
