@@ -243,8 +243,9 @@ struct TxResult {
     outcome: Result<ExecutionResult, Rejection>,
     /// Code it deployed.
     codes: Vec<(B256, Bytes)>,
-    /// What it did to the fee recipient, whose final state is put together in order.
-    beneficiary: Option<AccountChange>,
+    /// What it did to the fee recipient, whose final state is put together in order. Boxed:
+    /// few transactions touch it, and every result is written out in full.
+    beneficiary: Option<Box<AccountChange>>,
     fee: Fee,
 }
 
@@ -616,7 +617,7 @@ impl Run<'_> {
                         storage: Default::default(),
                     };
                 }
-                result.beneficiary = Some(change);
+                result.beneficiary = Some(Box::new(change));
             }
             // An account whose storage alone changed keeps its info: not writing it spares
             // every later reader of a busy contract a dependency and a lookup.
@@ -745,7 +746,7 @@ impl Run<'_> {
                 }
             };
             codes.extend(result.codes);
-            if let Some(change) = result.beneficiary {
+            if let Some(change) = result.beneficiary.map(|change| *change) {
                 flush(&mut beneficiary, recipient, &mut pending);
                 recipient = change.info;
                 match &mut beneficiary {

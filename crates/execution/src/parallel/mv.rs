@@ -15,7 +15,7 @@ use alloy_primitives::{
 use smallvec::SmallVec;
 use std::{
     collections::hash_map::Entry as MapEntry,
-    hash::BuildHasher,
+    hash::{BuildHasher, Hash, Hasher},
     sync::{
         atomic::{AtomicBool, AtomicU32, Ordering},
         Mutex, MutexGuard,
@@ -36,13 +36,46 @@ pub(crate) type TxIdx = usize;
 pub(crate) const SHARDS: usize = 256;
 
 /// A unit of state a transaction reads or writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Location {
     /// Nonce, balance, code hash and existence.
     Account(Address),
     Storage(Address, U256),
     /// The account's storage was emptied (created or deleted) by the writer.
     Cleared(Address),
+}
+
+/// Whole words into the hasher: the derived hash feeds the address in as bytes, which costs
+/// foldhash its long-input path for every lookup, and every read and write of every
+/// transaction looks a location up two or three times.
+impl Hash for Location {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let (address, kind, slot) = match self {
+            Location::Account(a) => (a, 0, None),
+            Location::Cleared(a) => (a, 1, None),
+            Location::Storage(a, slot) => (a, 2, Some(slot)),
+        };
+        let [head, middle, tail] = address_words(address);
+        state.write_u64(head ^ kind);
+        state.write_u64(middle);
+        state.write_u64(tail);
+        if let Some(slot) = slot {
+            for limb in slot.as_limbs() {
+                state.write_u64(*limb);
+            }
+        }
+    }
+}
+
+/// An address as three words, the last one holding its final four bytes.
+fn address_words(address: &Address) -> [u64; 3] {
+    let a = &address.0 .0;
+    let word = |bytes: &[u8]| {
+        let mut w = [0u8; 8];
+        w[..bytes.len()].copy_from_slice(bytes);
+        u64::from_le_bytes(w)
+    };
+    [word(&a[..8]), word(&a[8..16]), word(&a[16..])]
 }
 
 impl Location {
@@ -607,8 +640,9 @@ impl MvMemory {
             // Slots written below this are wiped by the account's last clear.
             let clear = clears.and_then(|c| c.get(&address)).copied();
             // Sized once: a busy contract's slots would otherwise regrow the map many times.
-            let mut storage =
-                StorageChanges::with_capacity_and_hasher(group.len(), Default::default());
+            // Most groups are an account alone (a sender), whose map then allocates nothing.
+            let slots = group.iter().filter(|((_, kind, _), _)| *kind == 2).count();
+            let mut storage = StorageChanges::with_capacity_and_hasher(slots, Default::default());
             for ((_, kind, slot), history) in group {
                 let entries = history.entries();
                 let Some(&(writer, _)) = entries.last() else {
