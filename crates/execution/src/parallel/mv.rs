@@ -79,12 +79,9 @@ fn address_words(address: &Address) -> [u64; 3] {
 }
 
 impl Location {
-    /// Orders an account's locations together: the account, its clear, then its slots.
-    fn grouping(&self) -> (Address, u8, U256) {
-        match *self {
-            Location::Account(a) => (a, 0, U256::ZERO),
-            Location::Cleared(a) => (a, 1, U256::ZERO),
-            Location::Storage(a, slot) => (a, 2, slot),
+    pub(crate) fn address(&self) -> &Address {
+        match self {
+            Location::Account(a) | Location::Cleared(a) | Location::Storage(a, _) => a,
         }
     }
 }
@@ -622,16 +619,18 @@ impl MvMemory {
         base: impl Fn(&Address) -> Result<Option<Account>, StateError>,
     ) -> Result<Vec<(Address, FinalPart)>, StateError> {
         let histories = std::mem::take(&mut *lock(&self.shards[shard]));
-        // Keys copied out, so that sorting compares contiguous keys instead of chasing each
-        // entry into the map.
-        let mut entries: Vec<((Address, u8, U256), &History)> = histories
+        // An account's locations brought together by sorting on a word of its address, copied
+        // out so that sorting compares contiguous integers instead of chasing each entry into
+        // the map. Two addresses that share that word may interleave and so come out in several
+        // parts, which `FinalPart::join` puts together like parts from different shards.
+        let mut entries: Vec<(u64, &Location, &History)> = histories
             .iter()
-            .map(|(location, history)| (location.grouping(), history))
+            .map(|(location, history)| (address_words(location.address())[0], location, history))
             .collect();
-        entries.sort_unstable_by_key(|(key, _)| *key);
+        entries.sort_unstable_by_key(|(key, _, _)| *key);
         let mut changes = Vec::with_capacity(entries.len());
-        for group in entries.chunk_by(|a, b| a.0 .0 == b.0 .0) {
-            let address = group[0].0 .0;
+        for group in entries.chunk_by(|a, b| a.1.address() == b.1.address()) {
+            let address = *group[0].1.address();
             if address == *skip {
                 continue;
             }
@@ -641,16 +640,18 @@ impl MvMemory {
             let clear = clears.and_then(|c| c.get(&address)).copied();
             // Sized once: a busy contract's slots would otherwise regrow the map many times.
             // Most groups are an account alone (a sender), whose map then allocates nothing.
-            let slots = group.iter().filter(|((_, kind, _), _)| *kind == 2).count();
+            let slots = group
+                .iter()
+                .filter(|(_, location, _)| matches!(location, Location::Storage(..)))
+                .count();
             let mut storage = StorageChanges::with_capacity_and_hasher(slots, Default::default());
-            for ((_, kind, slot), history) in group {
+            for (_, location, history) in group {
                 let entries = history.entries();
                 let Some(&(writer, _)) = entries.last() else {
                     continue;
                 };
-                // Kinds as `Location::grouping` numbers them: account, clear, slot.
-                match kind {
-                    0 => {
+                match location {
+                    Location::Account(_) => {
                         // The last absolute write plus the credits after it.
                         let mut credit = U256::ZERO;
                         let mut absolute = None;
@@ -670,8 +671,8 @@ impl MvMemory {
                         };
                         info = Some(add_credit(account, credit));
                     }
-                    1 => cleared = true,
-                    _ => {
+                    Location::Cleared(_) => cleared = true,
+                    Location::Storage(_, slot) => {
                         if clear.is_none_or(|c| writer >= c) {
                             if let Some((_, Some(Value::Storage(v)))) = entries.last() {
                                 storage.insert(*slot, *v);
@@ -795,6 +796,57 @@ mod tests {
             change.storage.iter().collect::<Vec<_>>(),
             vec![(&U256::from(1), &U256::from(10))]
         );
+    }
+
+    /// Accounts whose addresses share the word gathering sorts by are still told apart, and
+    /// each gets all of its own locations, however they interleave in a shard.
+    #[test]
+    fn addresses_alike_in_their_first_word_stay_apart() {
+        let address = |last: u8| {
+            let mut a = [0x44; 20];
+            a[19] = last;
+            Address::from(a)
+        };
+        let (x, y) = (address(1), address(2));
+        let mv = MvMemory::new(8);
+        let fee = Fee::Credit(U256::ZERO);
+        // Slot numbers that land in the accounts' own shard (by the first byte, 0x44).
+        let slot = |s: u64| U256::from(s << 8);
+        for (tx, (owner, balance)) in [(x, 1), (y, 2), (x, 3), (y, 4)].into_iter().enumerate() {
+            let writes = vec![
+                (Location::Account(owner), account(balance)),
+                (
+                    Location::Storage(owner, slot(tx as u64)),
+                    Value::Storage(U256::from(balance)),
+                ),
+            ];
+            mv.publish(tx, writes, [], fee);
+        }
+        mv.publish(
+            4,
+            vec![(Location::Storage(y, slot(9)), Value::Storage(U256::from(9)))],
+            [],
+            fee,
+        );
+        assert!([x, y]
+            .iter()
+            .flat_map(|a| [Location::Account(*a), Location::Storage(*a, slot(9))])
+            .all(|l| shard_index(&l) == shard_index(&Location::Account(x))));
+        let finals = finals(&mv);
+        assert_eq!(finals.len(), 2);
+        let expected = |balance: u64, slots: &[(u64, u64)]| AccountChange {
+            info: Some(Account {
+                balance: U256::from(balance),
+                ..Account::default()
+            }),
+            storage_cleared: false,
+            storage: slots
+                .iter()
+                .map(|(s, v)| (slot(*s), U256::from(*v)))
+                .collect(),
+        };
+        assert_eq!(finals[0], (x, expected(3, &[(0, 1), (2, 3)])));
+        assert_eq!(finals[1], (y, expected(4, &[(1, 2), (3, 4), (9, 9)])));
     }
 
     /// A contract's slots are spread over the shards; gathering puts them back together, with
