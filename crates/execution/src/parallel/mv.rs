@@ -45,9 +45,8 @@ pub(crate) enum Location {
     Cleared(Address),
 }
 
-/// Whole words into the hasher: the derived hash feeds the address in as bytes, which costs
-/// foldhash its long-input path for every lookup, and every read and write of every
-/// transaction looks a location up two or three times.
+/// Whole words into the hasher: an address hashed as bytes takes foldhash's long-input path,
+/// and every read and write of every transaction looks a location up two or three times.
 impl Hash for Location {
     fn hash<H: Hasher>(&self, state: &mut H) {
         let (address, kind, slot) = match self {
@@ -79,6 +78,7 @@ fn address_words(address: &Address) -> [u64; 3] {
 }
 
 impl Location {
+    /// The account the location belongs to.
     pub(crate) fn address(&self) -> &Address {
         match self {
             Location::Account(a) | Location::Cleared(a) | Location::Storage(a, _) => a,
