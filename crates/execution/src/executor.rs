@@ -19,7 +19,7 @@ use revm::{
     bytecode::Bytecode,
     context::{
         result::{EVMError, ExecutionResult, HaltReason, Output, ResultAndState},
-        BlockEnv as RevmBlockEnv, CfgEnv, Context, ContextSetters,
+        BlockEnv as RevmBlockEnv, CfgEnv, Context, ContextSetters, Journal, TxEnv,
     },
     context_interface::{ContextTr, JournalTr},
     database_interface::{DBErrorMarker, Database},
@@ -28,7 +28,7 @@ use revm::{
     interpreter::Instruction,
     primitives::{hardfork::SpecId, KECCAK_EMPTY},
     state::{AccountInfo, EvmState},
-    ExecuteEvm, InspectEvm, MainBuilder, MainContext,
+    ExecuteEvm, InspectEvm, MainBuilder, MainContext, MainnetEvm,
 };
 use std::{collections::hash_map::Entry, marker::PhantomData};
 use tessera_primitives::{Account, AccountChange, Receipt, StateDiff, TxStatus};
@@ -758,16 +758,11 @@ pub(crate) fn execute_block_with(
             }
         }
         evm.ctx.journaled_state.database.begin_tx(tx.sender);
-        // Without the fee recipient's credit, which the overlay applies: revm's handler would
-        // load, credit and hand back the fee recipient in every transaction.
         let mut deferred = shortcuts;
         let mut result = if deferred {
-            evm.ctx.set_tx(tx.tx_env());
-            let result = DeferredReward::<_, EVMError<StateError>>(PhantomData).run(&mut evm);
-            let state = evm.finalize();
-            result.map(|result| ResultAndState { result, state })
+            transact_deferred(&mut evm, tx)
         } else {
-            evm.transact(tx.tx_env())
+            transact_reference(&mut evm, tx)
         };
         if result.is_ok() && evm.ctx.journaled_state.database.saw_storage_collision() {
             // The transaction loaded an account with storage but no nonce or code, which revm
@@ -776,7 +771,7 @@ pub(crate) fn execute_block_with(
             // the transaction again, this time with the EIP-7610 inspector and revm's own fee
             // credit, starts from the same state.
             evm.ctx.journaled_state.database.begin_tx(tx.sender);
-            result = evm.inspect_tx(tx.tx_env());
+            result = transact_inspected(&mut evm, tx);
             deferred = false;
         }
         let result = match result {
@@ -835,6 +830,57 @@ pub(crate) fn execute_block_with(
         diff,
         gas_used,
     })
+}
+
+/// revm as the sequential executor drives it: over the overlay, with the EIP-7610 inspector
+/// (which only [`transact_inspected`] runs).
+type SequentialEvm<'a> = MainnetEvm<
+    Context<
+        RevmBlockEnv,
+        TxEnv,
+        CfgEnv,
+        Overlay<'a, dyn StateView + 'a>,
+        Journal<Overlay<'a, dyn StateView + 'a>>,
+    >,
+    Eip7610,
+>;
+
+/// One transaction without the fee recipient's credit, which the overlay applies: revm's handler
+/// would load, credit and hand back the fee recipient in every transaction.
+///
+/// The three ways of running a transaction are functions of their own, not inlined into the
+/// block's loop: each instantiates revm's handler, and inlined together they spread the loop's
+/// hot path over several times the instruction cache.
+#[inline(never)]
+fn transact_deferred(
+    evm: &mut SequentialEvm<'_>,
+    tx: &RecoveredTx,
+) -> Result<ResultAndState, EVMError<StateError>> {
+    evm.ctx.set_tx(tx.tx_env());
+    let result = DeferredReward::<_, EVMError<StateError>>(PhantomData).run(evm);
+    let state = evm.finalize();
+    result.map(|result| ResultAndState { result, state })
+}
+
+/// One transaction with revm's own handler, fee credit included: the reference the shortcuts
+/// are checked against.
+#[cold]
+#[inline(never)]
+fn transact_reference(
+    evm: &mut SequentialEvm<'_>,
+    tx: &RecoveredTx,
+) -> Result<ResultAndState, EVMError<StateError>> {
+    evm.transact(tx.tx_env())
+}
+
+/// One transaction under the EIP-7610 inspector, fee credit included.
+#[cold]
+#[inline(never)]
+fn transact_inspected(
+    evm: &mut SequentialEvm<'_>,
+    tx: &RecoveredTx,
+) -> Result<ResultAndState, EVMError<StateError>> {
+    evm.inspect_tx(tx.tx_env())
 }
 
 /// Hands revm's per-transaction state back, emptied, for the next transaction: revm takes it
