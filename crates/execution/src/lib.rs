@@ -10,6 +10,7 @@
 //! Fees follow EIP-1559: the base fee is burned, the priority fee goes to the block's
 //! beneficiary. The fork ([`Fork`]) is a chain rule fixed in genesis.
 
+pub mod allocator;
 pub mod call;
 mod collision;
 mod executor;

@@ -27,6 +27,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    tessera_execution::allocator::keep_freed_memory();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -115,6 +115,7 @@ impl Tally {
 }
 
 fn main() -> ExitCode {
+    tessera_execution::allocator::keep_freed_memory();
     let cli = Cli::parse();
     let tally = match cli.command {
         Command::Statetest { paths, parallel } => statetest::run(&paths, parallel.config()),
