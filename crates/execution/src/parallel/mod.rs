@@ -184,6 +184,21 @@ fn evm_txs(rules: &ChainRules, env: &BlockEnv, txs: &[RecoveredTx], enough: usiz
         .count()
 }
 
+/// Whether a block of `txs` transactions, `lost` of whose `executions` incarnations so far were
+/// aborted or had to wait, is better left to the sequential executor: after a first stretch, a
+/// fifth of them lost. A block of transactions that all write one slot loses a quarter to a
+/// third on two workers, ordinary blocks under a tenth (most of the mainnet fixtures); a
+/// contended block's rate hovers around its mean, so a threshold at the mean would let it run
+/// on for hundreds of incarnations before a fluctuation crossed it. A block is not given up
+/// once it has had half as many incarnations as transactions: starting over on the sequential
+/// executor then costs more than finishing.
+fn contended(executions: usize, lost: usize, txs: usize) -> bool {
+    /// Incarnations before the rate is judged: enough that a few early conflicts in an
+    /// ordinary block do not decide it.
+    const WINDOW: usize = 64;
+    executions >= WINDOW && 5 * lost >= executions && 2 * executions <= txs
+}
+
 /// The threads that work beside the calling one, `count` of them, kept from block to block:
 /// each thread's allocator heap then keeps the memory of earlier blocks, where fresh threads
 /// for every block would fault in fresh pages for all of their allocations (a tenth of the
@@ -670,24 +685,15 @@ impl Run<'_> {
         Ok(Some((result, writes)))
     }
 
-    /// Falls back to sequential execution once, after a first stretch, a fifth of the
-    /// incarnations were aborted or had to wait: a block of transactions that all write one
-    /// slot shows a quarter to a third on two workers, where ordinary blocks show under a tenth
-    /// (most of the mainnet fixtures). The rate of a contended block hovers around its mean, so
-    /// a threshold at the mean would let it run on for hundreds of incarnations before a
-    /// fluctuation crossed it. A block is not given up once it has had half as many
-    /// incarnations as transactions: by then starting over on the sequential executor costs
-    /// more than finishing. Whichever way it goes, the output is the same.
+    /// Falls back to sequential execution once the block looks contended (see [`contended`]).
+    /// Whichever way it goes, the output is the same.
     fn check_contention(&self) {
-        /// Incarnations before the rate is judged: enough that a few early conflicts in an
-        /// ordinary block do not decide it.
-        const WINDOW: usize = 64;
         if !self.contention_fallback {
             return;
         }
         let executions = self.executions.load(Ordering::Relaxed);
         let lost = self.aborts.load(Ordering::Relaxed) + self.waits.load(Ordering::Relaxed);
-        if executions >= WINDOW && 5 * lost >= executions && 2 * executions <= self.txs.len() {
+        if contended(executions, lost, self.txs.len()) {
             self.stop(Halt::Fallback("contention"));
         }
     }
@@ -862,4 +868,25 @@ pub fn first_difference(expected: &BlockOutput, got: &BlockOutput) -> Option<Str
         return Some("deployed code differs".into());
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contended;
+
+    #[test]
+    fn contention_is_judged_early_at_a_fifth_of_incarnations_lost() {
+        // Too early to judge, however bad.
+        assert!(!contended(63, 63, 10_000));
+        // A fifth lost after the first stretch, and not below it.
+        assert!(contended(64, 13, 10_000));
+        assert!(!contended(64, 12, 10_000));
+        assert!(contended(1_000, 200, 10_000));
+        assert!(!contended(1_000, 199, 10_000));
+        // Past half as many incarnations as transactions, the block is finished in parallel.
+        assert!(contended(5_000, 5_000, 10_000));
+        assert!(!contended(5_001, 5_001, 10_000));
+        // So a block of fewer than twice the first stretch is never given up.
+        assert!(!contended(64, 64, 127));
+    }
 }
