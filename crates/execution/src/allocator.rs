@@ -15,8 +15,8 @@ pub const PURGE_DELAY_MS: c_long = 10_000;
 /// execution frees megabytes at its end (versions, reads, results, the diff) and the next block
 /// allocates as much again; memory returned to the OS in between comes back as page faults on
 /// fresh pages the kernel must zero, 2 MiB at a time with transparent huge pages. In
-/// `tessera-exec bench` that was 2,000 page faults instead of 180 and a sixth of the run's
-/// time. A node that goes quiet still gives its memory back, ten seconds later.
+/// `tessera-exec bench` that was 2,000 page faults instead of 180 and a tenth to a sixth of its
+/// CPU time. A node that goes quiet still gives its memory back, ten seconds later.
 ///
 /// Call first thing in `main`: an option is read when mimalloc first needs it.
 pub fn keep_freed_memory() {
