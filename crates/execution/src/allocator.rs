@@ -1,7 +1,7 @@
 //! The allocator's settings for the binaries that execute blocks (`tessera`, `tessera-exec`),
 //! both of which run on mimalloc.
 
-use libmimalloc_sys::{mi_option_get, mi_option_set, mi_option_t};
+use libmimalloc_sys::{mi_option_set, mi_option_t};
 use std::ffi::c_long;
 
 /// mimalloc's `mi_option_purge_delay`: its index in `mi_option_e` (mimalloc.h of the v3 sources
@@ -28,19 +28,20 @@ pub fn keep_freed_memory() {
     }
 }
 
-/// The purge delay mimalloc runs with, in milliseconds.
-pub fn purge_delay_ms() -> c_long {
-    #[allow(unsafe_code)]
-    // SAFETY: reads an integer from mimalloc's option table, which is initialised on first
-    // use; callable from any thread at any time.
-    unsafe {
-        mi_option_get(PURGE_DELAY)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use libmimalloc_sys::mi_option_get;
+
+    /// The purge delay mimalloc runs with, in milliseconds.
+    fn purge_delay_ms() -> c_long {
+        #[allow(unsafe_code)]
+        // SAFETY: reads an integer from mimalloc's option table, which is initialised on first
+        // use; callable from any thread at any time.
+        unsafe {
+            mi_option_get(PURGE_DELAY)
+        }
+    }
 
     /// Index 15 is the purge delay: its default, 1000 ms, is no other option's default, and the
     /// setting then reads back.
