@@ -319,7 +319,7 @@ struct Run<'a> {
     next_item: AtomicUsize,
     /// The block's final account changes, filled shard by shard by the workers as they gather
     /// them, so that the calling thread does not insert them all alone afterwards.
-    finals: Mutex<AddressMap<AccountChange>>,
+    finals: Mutex<mv::Finals>,
 }
 
 /// A transaction the executor can credit lazily: a plain value transfer (no calldata, no
@@ -494,14 +494,12 @@ impl Run<'_> {
                     view.account(address)
                 })?;
         let mut finals = lock(&self.finals);
-        if finals.capacity() == 0 {
-            // A sender and a recipient for most transactions: rarely grown. Sized here, not up
-            // front: a block that falls back never needs it, and a large allocation costs its
-            // pages' faults.
-            finals.reserve(2 * self.txs.len() + 1);
-        }
+        // A sender and a recipient for most transactions: rarely grown. Sized here, not up
+        // front: a block that falls back never needs it, and a large allocation costs its
+        // pages' faults.
+        finals.reserve(2 * self.txs.len() + 1);
         for (address, part) in parts {
-            part.join(address, &mut finals, |address| view.account(address))?;
+            finals.join(address, part, |address| view.account(address))?;
         }
         Ok(())
     }
@@ -784,7 +782,7 @@ impl Run<'_> {
         }
         flush(&mut beneficiary, recipient, &mut pending);
 
-        let mut accounts = std::mem::take(&mut *lock(&self.finals));
+        let mut accounts = std::mem::take(&mut *lock(&self.finals)).finish();
         if let Some(change) = beneficiary {
             accounts.insert(self.env.beneficiary, change);
         }

@@ -241,42 +241,86 @@ pub(crate) struct FinalPart {
     pub info: Option<Option<Account>>,
     /// Whether the block emptied its storage (only in the part with its account location).
     pub cleared: bool,
-    /// The final value of its slots that are in this shard.
-    pub storage: StorageChanges,
+    /// The final value of its slots that are in this shard; no slot is in two parts.
+    pub storage: Vec<(U256, U256)>,
 }
 
-impl FinalPart {
-    /// Adds this part of `address`'s final change to `finals`, the block's changes. An account
-    /// whose own location no part has (only its slots changed) keeps its state from before the
-    /// block, read with `base`.
+/// The block's final account changes, put together from the shards' parts.
+#[derive(Default)]
+pub(crate) struct Finals {
+    accounts: AddressMap<AccountChange>,
+    /// Slots of accounts that came in several parts, beyond those of their first part, merged
+    /// by [`finish`](Self::finish) once every part is in: extending an account's map part by
+    /// part would regrow a busy contract's map (a token's, a slot per holder, from every shard)
+    /// many times over, on fresh pages each time, while the other workers wait for the lock.
+    more_slots: Vec<(Address, Vec<(U256, U256)>)>,
+}
+
+impl Finals {
+    /// Room for `accounts` accounts, if there is none yet.
+    pub(crate) fn reserve(&mut self, accounts: usize) {
+        if self.accounts.capacity() == 0 {
+            self.accounts.reserve(accounts);
+        }
+    }
+
+    /// Adds `part` of `address`'s final change. An account whose own location no part has
+    /// (only its slots changed) keeps its state from before the block, read with `base`.
     pub(crate) fn join(
-        self,
+        &mut self,
         address: Address,
-        finals: &mut AddressMap<AccountChange>,
+        part: FinalPart,
         base: impl FnOnce(&Address) -> Result<Option<Account>, StateError>,
     ) -> Result<(), StateError> {
-        match finals.entry(address) {
+        match self.accounts.entry(address) {
             MapEntry::Occupied(mut existing) => {
                 let existing = existing.get_mut();
-                if let Some(info) = self.info {
+                if let Some(info) = part.info {
                     existing.info = info;
                 }
-                existing.storage_cleared |= self.cleared;
-                existing.storage.extend(self.storage);
+                existing.storage_cleared |= part.cleared;
+                if !part.storage.is_empty() {
+                    self.more_slots.push((address, part.storage));
+                }
             }
             MapEntry::Vacant(vacant) => {
-                let info = match self.info {
+                let info = match part.info {
                     Some(info) => info,
                     None => base(&address)?,
                 };
+                let mut storage = StorageChanges::with_capacity_and_hasher(
+                    part.storage.len(),
+                    Default::default(),
+                );
+                storage.extend(part.storage);
                 vacant.insert(AccountChange {
                     info,
-                    storage_cleared: self.cleared,
-                    storage: self.storage,
+                    storage_cleared: part.cleared,
+                    storage,
                 });
             }
         }
         Ok(())
+    }
+
+    /// The changes, once every part has been joined: each account's slots merged into a map
+    /// sized once for all of them.
+    pub(crate) fn finish(mut self) -> AddressMap<AccountChange> {
+        self.more_slots
+            .sort_unstable_by_key(|(address, _)| *address);
+        for group in self.more_slots.chunk_by(|a, b| a.0 == b.0) {
+            let account = self
+                .accounts
+                .get_mut(&group[0].0)
+                .expect("an account's first part is joined before its later ones");
+            account
+                .storage
+                .reserve(group.iter().map(|(_, slots)| slots.len()).sum());
+            for (_, slots) in group {
+                account.storage.extend(slots.iter().copied());
+            }
+        }
+        self.accounts
     }
 }
 
@@ -638,13 +682,13 @@ impl MvMemory {
             let mut cleared = false;
             // Slots written below this are wiped by the account's last clear.
             let clear = clears.and_then(|c| c.get(&address)).copied();
-            // Sized once: a busy contract's slots would otherwise regrow the map many times.
-            // Most groups are an account alone (a sender), whose map then allocates nothing.
+            // Sized once. Most groups are an account alone (a sender), which then allocates
+            // nothing.
             let slots = group
                 .iter()
                 .filter(|(_, location, _)| matches!(location, Location::Storage(..)))
                 .count();
-            let mut storage = StorageChanges::with_capacity_and_hasher(slots, Default::default());
+            let mut storage = Vec::with_capacity(slots);
             for (_, location, history) in group {
                 let entries = history.entries();
                 let Some(&(writer, _)) = entries.last() else {
@@ -675,7 +719,7 @@ impl MvMemory {
                     Location::Storage(_, slot) => {
                         if clear.is_none_or(|c| writer >= c) {
                             if let Some((_, Some(Value::Storage(v)))) = entries.last() {
-                                storage.insert(*slot, *v);
+                                storage.push((*slot, *v));
                             }
                         }
                     }
@@ -716,17 +760,18 @@ mod tests {
     /// account `before` the block.
     fn gathered(mv: &MvMemory, before: Option<Account>) -> AddressMap<AccountChange> {
         let clears = mv.any_cleared().then(|| mv.last_clears());
-        let mut finals = AddressMap::default();
+        let mut finals = Finals::default();
         for shard in 0..SHARDS {
             let parts = mv
                 .final_changes(shard, &Address::ZERO, clears.as_ref(), |_| Ok(before))
                 .expect("no state reads fail here");
             for (address, part) in parts {
-                part.join(address, &mut finals, |_| Ok(before))
+                finals
+                    .join(address, part, |_| Ok(before))
                     .expect("no state reads fail here");
             }
         }
-        finals
+        finals.finish()
     }
 
     /// The block's final changes, by address, with no accounts before the block.
