@@ -320,6 +320,18 @@ struct Run<'a> {
     /// The block's final account changes, filled shard by shard by the workers as they gather
     /// them, so that the calling thread does not insert them all alone afterwards.
     finals: Mutex<mv::Finals>,
+    /// Shards whose parts are in `finals`: the worker that joins the last one finishes it.
+    joined: AtomicUsize,
+    /// The outcomes, put together by the calling thread while the others start gathering.
+    assembled: Mutex<Option<Result<Assembled, Halt>>>,
+}
+
+/// The block's outcomes in order, and what they did to the fee recipient.
+struct Assembled {
+    outcomes: Vec<TxOutcome>,
+    codes: B256Map<Bytes>,
+    gas_used: u64,
+    beneficiary: Option<AccountChange>,
 }
 
 /// A transaction the executor can credit lazily: a plain value transfer (no calldata, no
@@ -376,23 +388,39 @@ fn block_stm(
         contention_fallback: config.contention_fallback,
         next_item: AtomicUsize::new(0),
         finals: Mutex::default(),
+        joined: AtomicUsize::new(0),
+        assembled: Mutex::new(None),
     };
     if config.threads > 1 {
         helpers(config.threads - 1)?.in_place_scope(|s| {
             for _ in 1..config.threads {
-                s.spawn(|_| run.work());
+                s.spawn(|_| run.work(false));
             }
-            run.work();
+            run.work(true);
         });
     } else {
-        run.work();
+        run.work(true);
     }
     stats.executions = run.executions.load(Ordering::Relaxed);
     stats.aborts = run.aborts.load(Ordering::Relaxed);
     if let Some(halt) = lock(&run.halt).take() {
         return Err(halt);
     }
-    run.assemble()
+    let assembled = lock(&run.assembled)
+        .take()
+        .expect("the calling thread assembles a block that did not halt")?;
+    let mut accounts = lock(&run.finals).take_accounts();
+    if let Some(change) = assembled.beneficiary {
+        accounts.insert(env.beneficiary, change);
+    }
+    Ok(BlockOutput {
+        outcomes: assembled.outcomes,
+        diff: StateDiff {
+            accounts,
+            codes: assembled.codes,
+        },
+        gas_used: assembled.gas_used,
+    })
 }
 
 impl Run<'_> {
@@ -401,8 +429,9 @@ impl Run<'_> {
         self.scheduler.halt();
     }
 
-    /// One worker: takes tasks until the block is done.
-    fn work(&self) {
+    /// One worker: takes tasks until the block is done. The calling thread (`caller`) then puts
+    /// the outcomes together while the others start on the final state, which it then joins.
+    fn work(&self, caller: bool) {
         let mut evm = Context::mainnet()
             .with_cfg(self.cfg.clone())
             .with_block(self.block_env.clone())
@@ -438,6 +467,10 @@ impl Run<'_> {
             };
         }
         if lock(&self.halt).is_none() {
+            if caller {
+                let assembled = self.assemble();
+                *lock(&self.assembled) = Some(assembled);
+            }
             self.gather();
         }
     }
@@ -500,6 +533,11 @@ impl Run<'_> {
         finals.reserve(2 * self.txs.len() + 1);
         for (address, part) in parts {
             finals.join(address, part, |address| view.account(address))?;
+        }
+        if self.joined.fetch_add(1, Ordering::AcqRel) + 1 == mv::SHARDS {
+            // The last shard: the slots held back for accounts that came in several parts are
+            // merged now, while the other workers free buffers, not by the calling thread after.
+            finals.finish();
         }
         Ok(())
     }
@@ -710,10 +748,9 @@ impl Run<'_> {
         self.scheduler.finish_validation(version.idx, aborted)
     }
 
-    /// Puts the block together: receipts with cumulative gas and the fee recipient's credits
-    /// in transaction order, then every other account's final state from the multi-version
-    /// memory.
-    fn assemble(&self) -> Result<BlockOutput, Halt> {
+    /// The block's outcomes: receipts with cumulative gas, and the fee recipient's credits, in
+    /// transaction order.
+    fn assemble(&self) -> Result<Assembled, Halt> {
         let mut outcomes = Vec::with_capacity(self.txs.len());
         let mut codes = B256Map::default();
         let mut gas_used = 0u64;
@@ -781,15 +818,11 @@ impl Run<'_> {
             )));
         }
         flush(&mut beneficiary, recipient, &mut pending);
-
-        let mut accounts = std::mem::take(&mut *lock(&self.finals)).finish();
-        if let Some(change) = beneficiary {
-            accounts.insert(self.env.beneficiary, change);
-        }
-        Ok(BlockOutput {
+        Ok(Assembled {
             outcomes,
-            diff: StateDiff { accounts, codes },
+            codes,
             gas_used,
+            beneficiary,
         })
     }
 }

@@ -303,9 +303,9 @@ impl Finals {
         Ok(())
     }
 
-    /// The changes, once every part has been joined: each account's slots merged into a map
+    /// Merges the slots held back, once every part has been joined: each account's into a map
     /// sized once for all of them.
-    pub(crate) fn finish(mut self) -> AddressMap<AccountChange> {
+    pub(crate) fn finish(&mut self) {
         self.more_slots
             .sort_unstable_by_key(|(address, _)| *address);
         for group in self.more_slots.chunk_by(|a, b| a.0 == b.0) {
@@ -320,7 +320,13 @@ impl Finals {
                 account.storage.extend(slots.iter().copied());
             }
         }
-        self.accounts
+        self.more_slots = Vec::new();
+    }
+
+    /// The changes, once every part has been joined.
+    pub(crate) fn take_accounts(&mut self) -> AddressMap<AccountChange> {
+        self.finish();
+        std::mem::take(&mut self.accounts)
     }
 }
 
@@ -771,7 +777,7 @@ mod tests {
                     .expect("no state reads fail here");
             }
         }
-        finals.finish()
+        finals.take_accounts()
     }
 
     /// The block's final changes, by address, with no accounts before the block.
