@@ -309,6 +309,7 @@ struct Run<'a> {
     scheduler: Scheduler,
     slots: Box<[Mutex<Slot>]>,
     halt: Mutex<Option<Halt>>,
+    /// Incarnations started, added in batches (see [`Counted`]).
     executions: AtomicUsize,
     aborts: AtomicUsize,
     /// Incarnations that stopped to wait for a lower transaction.
@@ -332,6 +333,28 @@ struct Assembled {
     codes: B256Map<Bytes>,
     gas_used: u64,
     beneficiary: Option<AccountChange>,
+}
+
+/// One worker's incarnations not yet added to the shared count. Every worker adding each of its
+/// incarnations to one counter would move that counter's cache line between the cores once per
+/// transaction; in batches the count lags by less than a batch per worker, which only the
+/// contention check reads, and it judges rates over many more incarnations than that.
+#[derive(Default)]
+struct Counted(usize);
+
+impl Counted {
+    const BATCH: usize = 16;
+
+    fn add(&mut self, shared: &AtomicUsize) {
+        self.0 += 1;
+        if self.0 == Self::BATCH {
+            self.flush(shared);
+        }
+    }
+
+    fn flush(&mut self, shared: &AtomicUsize) {
+        shared.fetch_add(std::mem::take(&mut self.0), Ordering::Relaxed);
+    }
 }
 
 /// A transaction the executor can credit lazily: a plain value transfer (no calldata, no
@@ -443,10 +466,11 @@ impl Run<'_> {
         }
         let mut task = None;
         let mut claim = Claim::default();
+        let mut counted = Counted::default();
         let mut idle = 0u32;
         while !self.scheduler.done() {
             task = match task {
-                Some(Task::Execute(version)) => self.try_execute(&mut evm, version),
+                Some(Task::Execute(version)) => self.try_execute(&mut evm, version, &mut counted),
                 Some(Task::Validate(version)) => self.validate(version),
                 None => {
                     let next = self.scheduler.next_task(&mut claim);
@@ -466,6 +490,7 @@ impl Run<'_> {
                 }
             };
         }
+        counted.flush(&self.executions);
         if lock(&self.halt).is_none() {
             if caller {
                 let assembled = self.assemble();
@@ -543,10 +568,15 @@ impl Run<'_> {
     }
 
     /// Executes `version` until it finishes or has to wait for a lower transaction.
-    fn try_execute<'s>(&'s self, evm: &mut ParallelEvm<'s>, version: Version) -> Option<Task> {
+    fn try_execute<'s>(
+        &'s self,
+        evm: &mut ParallelEvm<'s>,
+        version: Version,
+        counted: &mut Counted,
+    ) -> Option<Task> {
         let idx = version.idx;
         loop {
-            self.executions.fetch_add(1, Ordering::Relaxed);
+            counted.add(&self.executions);
             match self.execute(evm, idx) {
                 Ok((result, writes)) => {
                     let codes = result.codes.clone();
