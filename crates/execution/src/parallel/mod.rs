@@ -48,7 +48,7 @@ use alloy_primitives::{
     Address, Bytes, TxKind, B256,
 };
 use db::{BlockState, DbError, Read, TxDb};
-use mv::{Fee, Location, MvMemory, Value};
+use mv::{Fee, FinalPart, Location, MvMemory, Value};
 use revm::{
     bytecode::opcode::SSTORE,
     context::{
@@ -66,7 +66,7 @@ use std::{
     marker::PhantomData,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc, Mutex, MutexGuard, OnceLock,
+        Arc, Mutex, MutexGuard, OnceLock, TryLockError,
     },
 };
 use tessera_primitives::{Account, AccountChange, StateDiff};
@@ -292,6 +292,15 @@ impl<T> std::ops::Deref for Padded<T> {
     }
 }
 
+/// Locks `m` if no one holds it (see [`lock`] on poisoning).
+pub(super) fn try_lock<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    match m.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
+}
+
 /// Locks `m`. A worker that panicked propagates its panic out of the thread scope, so data it
 /// left behind a poisoned lock is never used for a result.
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -506,60 +515,94 @@ impl Run<'_> {
     fn gather(&self) {
         const CHUNK: usize = 512;
         let items = mv::SHARDS + self.txs.len().div_ceil(CHUNK);
-        loop {
-            let item = self.next_item.fetch_add(1, Ordering::Relaxed);
-            if item >= items {
-                return;
-            }
-            if item >= mv::SHARDS {
-                let start = (item - mv::SHARDS) * CHUNK;
-                for idx in start..(start + CHUNK).min(self.txs.len()) {
-                    self.state.mv.release(idx);
-                    drop(std::mem::take(&mut lock(&self.slots[idx]).reads));
+        // Shards' parts gathered but not yet joined into `finals`, one list per shard. They are
+        // joined whenever the lock is free: a worker that finds it taken goes on with the next
+        // shard instead of waiting for another worker's joins.
+        let mut pending = Vec::new();
+        let gathered = (|| {
+            loop {
+                let item = self.next_item.fetch_add(1, Ordering::Relaxed);
+                if item >= items {
+                    break;
                 }
-                continue;
-            }
-            let gathered = if self.state.mv.any_cleared() {
-                // A slot's shard may not hold its account's clear, which wipes the writes
-                // below it: the clears are collected first, and one worker gathers every
-                // shard. Only blocks that create or delete accounts.
-                if item != 0 {
+                if item >= mv::SHARDS {
+                    // Every shard is taken: joined now, so that the last join (and the merge
+                    // after it) overlaps with the freeing.
+                    self.join_pending(&mut pending, true)?;
+                    let start = (item - mv::SHARDS) * CHUNK;
+                    for idx in start..(start + CHUNK).min(self.txs.len()) {
+                        self.state.mv.release(idx);
+                        drop(std::mem::take(&mut lock(&self.slots[idx]).reads));
+                    }
                     continue;
                 }
-                let clears = self.state.mv.last_clears();
-                (0..mv::SHARDS).try_for_each(|shard| self.gather_shard(shard, Some(&clears)))
-            } else {
-                self.gather_shard(item, None)
-            };
-            if let Err(e) = gathered {
-                self.stop(e.into());
-                return;
+                if self.state.mv.any_cleared() {
+                    // A slot's shard may not hold its account's clear, which wipes the writes
+                    // below it: the clears are collected first, and one worker gathers every
+                    // shard. Only blocks that create or delete accounts.
+                    if item != 0 {
+                        continue;
+                    }
+                    let clears = self.state.mv.last_clears();
+                    for shard in 0..mv::SHARDS {
+                        pending.push(self.shard_parts(shard, Some(&clears))?);
+                    }
+                } else {
+                    pending.push(self.shard_parts(item, None)?);
+                }
+                self.join_pending(&mut pending, false)?;
             }
+            self.join_pending(&mut pending, true)
+        })();
+        if let Err(e) = gathered {
+            self.stop(e.into());
         }
     }
 
-    /// Joins one shard's parts of the final account changes into the block's.
-    fn gather_shard(
+    /// One shard's parts of the final account changes.
+    fn shard_parts(
         &self,
         shard: usize,
         clears: Option<&AddressMap<usize>>,
-    ) -> Result<(), crate::state::StateError> {
+    ) -> Result<Vec<(Address, FinalPart)>, crate::state::StateError> {
         let view = self.state.view;
-        let parts =
-            self.state
-                .mv
-                .final_changes(shard, &self.env.beneficiary, clears, |address| {
-                    view.account(address)
-                })?;
-        let mut finals = lock(&self.finals);
+        self.state
+            .mv
+            .final_changes(shard, &self.env.beneficiary, clears, |address| {
+                view.account(address)
+            })
+    }
+
+    /// Joins the `pending` shards' parts into the block's final changes, waiting for the lock
+    /// only if `wait`.
+    fn join_pending(
+        &self,
+        pending: &mut Vec<Vec<(Address, FinalPart)>>,
+        wait: bool,
+    ) -> Result<(), crate::state::StateError> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut finals = if wait {
+            lock(&self.finals)
+        } else {
+            match try_lock(&self.finals) {
+                Some(finals) => finals,
+                None => return Ok(()),
+            }
+        };
         // A sender and a recipient for most transactions: rarely grown. Sized here, not up
         // front: a block that falls back never needs it, and a large allocation costs its
         // pages' faults.
         finals.reserve(2 * self.txs.len() + 1);
-        for (address, part) in parts {
-            finals.join(address, part, |address| view.account(address))?;
+        let view = self.state.view;
+        let shards = pending.len();
+        for parts in pending.drain(..) {
+            for (address, part) in parts {
+                finals.join(address, part, |address| view.account(address))?;
+            }
         }
-        if self.joined.fetch_add(1, Ordering::AcqRel) + 1 == mv::SHARDS {
+        if self.joined.fetch_add(shards, Ordering::AcqRel) + shards == mv::SHARDS {
             // The last shard: the slots held back for accounts that came in several parts are
             // merged now, while the other workers free buffers, not by the calling thread after.
             finals.finish();
