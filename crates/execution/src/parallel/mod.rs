@@ -318,8 +318,7 @@ struct Run<'a> {
     scheduler: Scheduler,
     slots: Box<[Mutex<Slot>]>,
     halt: Mutex<Option<Halt>>,
-    /// Incarnations started, added in batches (see [`Counted`]).
-    executions: AtomicUsize,
+    executions: Executions,
     aborts: AtomicUsize,
     /// Incarnations that stopped to wait for a lower transaction.
     waits: AtomicUsize,
@@ -344,25 +343,24 @@ struct Assembled {
     beneficiary: Option<AccountChange>,
 }
 
-/// One worker's incarnations not yet added to the shared count. Every worker adding each of its
-/// incarnations to one counter would move that counter's cache line between the cores once per
-/// transaction; in batches the count lags by less than a batch per worker, which only the
-/// contention check reads, and it judges rates over many more incarnations than that.
-#[derive(Default)]
-struct Counted(usize);
+/// Incarnations started, one count per worker, each on a cache line of its own and written only
+/// by its worker (a load and a store, no locked instruction). One counter that every worker
+/// bumped moved its cache line between the cores once per transaction; the contention check,
+/// which runs only after an abort or a wait, adds them up.
+struct Executions(Box<[Padded<AtomicUsize>]>);
 
-impl Counted {
-    const BATCH: usize = 16;
-
-    fn add(&mut self, shared: &AtomicUsize) {
-        self.0 += 1;
-        if self.0 == Self::BATCH {
-            self.flush(shared);
-        }
+impl Executions {
+    fn new(workers: usize) -> Self {
+        Executions((0..workers).map(|_| Padded::default()).collect())
     }
 
-    fn flush(&mut self, shared: &AtomicUsize) {
-        shared.fetch_add(std::mem::take(&mut self.0), Ordering::Relaxed);
+    fn add(&self, worker: usize) {
+        let count = &self.0[worker];
+        count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+
+    fn total(&self) -> usize {
+        self.0.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 }
 
@@ -414,7 +412,7 @@ fn block_stm(
         scheduler: Scheduler::new(txs.len(), config.threads),
         slots: (0..txs.len()).map(|_| Mutex::default()).collect(),
         halt: Mutex::new(None),
-        executions: AtomicUsize::new(0),
+        executions: Executions::new(config.threads),
         aborts: AtomicUsize::new(0),
         waits: AtomicUsize::new(0),
         contention_fallback: config.contention_fallback,
@@ -425,15 +423,16 @@ fn block_stm(
     };
     if config.threads > 1 {
         helpers(config.threads - 1)?.in_place_scope(|s| {
-            for _ in 1..config.threads {
-                s.spawn(|_| run.work(false));
+            for worker in 1..config.threads {
+                let run = &run;
+                s.spawn(move |_| run.work(worker));
             }
-            run.work(true);
+            run.work(0);
         });
     } else {
-        run.work(true);
+        run.work(0);
     }
-    stats.executions = run.executions.load(Ordering::Relaxed);
+    stats.executions = run.executions.total();
     stats.aborts = run.aborts.load(Ordering::Relaxed);
     if let Some(halt) = lock(&run.halt).take() {
         return Err(halt);
@@ -461,9 +460,10 @@ impl Run<'_> {
         self.scheduler.halt();
     }
 
-    /// One worker: takes tasks until the block is done. The calling thread (`caller`) then puts
+    /// One worker: takes tasks until the block is done. The calling thread (worker 0) then puts
     /// the outcomes together while the others start on the final state, which it then joins.
-    fn work(&self, caller: bool) {
+    fn work(&self, worker: usize) {
+        let caller = worker == 0;
         let mut evm = Context::mainnet()
             .with_cfg(self.cfg.clone())
             .with_block(self.block_env.clone())
@@ -475,11 +475,10 @@ impl Run<'_> {
         }
         let mut task = None;
         let mut claim = Claim::default();
-        let mut counted = Counted::default();
         let mut idle = 0u32;
         while !self.scheduler.done() {
             task = match task {
-                Some(Task::Execute(version)) => self.try_execute(&mut evm, version, &mut counted),
+                Some(Task::Execute(version)) => self.try_execute(&mut evm, version, worker),
                 Some(Task::Validate(version)) => self.validate(version),
                 None => {
                     let next = self.scheduler.next_task(&mut claim);
@@ -499,7 +498,6 @@ impl Run<'_> {
                 }
             };
         }
-        counted.flush(&self.executions);
         if lock(&self.halt).is_none() {
             if caller {
                 let assembled = self.assemble();
@@ -546,6 +544,7 @@ impl Run<'_> {
                     let clears = self.state.mv.last_clears();
                     for shard in 0..mv::SHARDS {
                         pending.push(self.shard_parts(shard, Some(&clears))?);
+                        self.join_pending(&mut pending, false)?;
                     }
                 } else {
                     pending.push(self.shard_parts(item, None)?);
@@ -615,11 +614,11 @@ impl Run<'_> {
         &'s self,
         evm: &mut ParallelEvm<'s>,
         version: Version,
-        counted: &mut Counted,
+        worker: usize,
     ) -> Option<Task> {
         let idx = version.idx;
         loop {
-            counted.add(&self.executions);
+            self.executions.add(worker);
             match self.execute(evm, idx) {
                 Ok((result, writes)) => {
                     let codes = result.codes.clone();
@@ -800,7 +799,7 @@ impl Run<'_> {
         if !self.contention_fallback {
             return;
         }
-        let executions = self.executions.load(Ordering::Relaxed);
+        let executions = self.executions.total();
         let lost = self.aborts.load(Ordering::Relaxed) + self.waits.load(Ordering::Relaxed);
         if contended(executions, lost, self.txs.len()) {
             self.stop(Halt::Fallback("contention"));

@@ -672,7 +672,7 @@ impl MvMemory {
         // An account's locations brought together by sorting on a word of its address, copied
         // out so that sorting compares contiguous integers instead of chasing each entry into
         // the map. Two addresses that share that word may interleave and so come out in several
-        // parts, which `FinalPart::join` puts together like parts from different shards.
+        // parts, which `Finals::join` puts together like parts from different shards.
         let mut entries: Vec<(u64, &Location, &History)> = histories
             .iter()
             .map(|(location, history)| (address_words(location.address())[0], location, history))
