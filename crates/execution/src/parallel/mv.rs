@@ -21,7 +21,7 @@ use std::{
         Mutex, MutexGuard,
     },
 };
-use tessera_primitives::{Account, AccountChange, StorageChanges};
+use tessera_primitives::{Account, AccountChange};
 
 use super::{lock, Padded};
 
@@ -288,15 +288,10 @@ impl Finals {
                     Some(info) => info,
                     None => base(&address)?,
                 };
-                let mut storage = StorageChanges::with_capacity_and_hasher(
-                    part.storage.len(),
-                    Default::default(),
-                );
-                storage.extend(part.storage);
                 vacant.insert(AccountChange {
                     info,
                     storage_cleared: part.cleared,
-                    storage,
+                    storage: part.storage.into_iter().collect(),
                 });
             }
         }
