@@ -726,6 +726,9 @@ pub(crate) fn execute_block_with(
         evm.instruction
             .insert_instruction(SSTORE, Instruction::new(eip1283_sstore), 0);
     }
+    if shortcuts {
+        crate::keccak::install(&mut evm.instruction);
+    }
 
     let mut outcomes = Vec::with_capacity(txs.len());
     let mut gas_used = 0u64;

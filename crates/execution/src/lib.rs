@@ -15,6 +15,7 @@ pub mod call;
 mod collision;
 mod executor;
 mod fork;
+mod keccak;
 pub mod mem;
 mod parallel;
 pub mod receipts;

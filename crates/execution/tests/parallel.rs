@@ -3,7 +3,7 @@
 //! OpenZeppelin bytecode, deployments, reverts, self-destructs (of a contract whose slots the
 //! block wrote before, spread over the shards), reads of the fee recipient's
 //! balance, payments to it from contracts, chains of transactions from one sender, refused
-//! transactions and a hot storage slot must give identical outcomes, receipts and state diffs at
+//! transactions, repeated hashes and a hot storage slot must give identical outcomes, receipts and state diffs at
 //! several thread counts, without falling back to the sequential executor.
 
 use alloy_consensus::{SignableTransaction, TxEnvelope, TxLegacy};
@@ -27,6 +27,7 @@ const REVERTER: Address = Address::new([0x4e; 20]);
 const COINBASE_READER: Address = Address::new([0xcb; 20]);
 const COINBASE_PAYER: Address = Address::new([0xca; 20]);
 const DESTRUCTOR: Address = Address::new([0xde; 20]);
+const HASHER: Address = Address::new([0x5a; 20]);
 /// An EOA many transactions pay, which also sends.
 fn hot() -> Address {
     signer(0).1
@@ -42,6 +43,18 @@ const COINBASE_READER_CODE: &[u8] = &[0x41, 0x31, 0x60, 0x00, 0x55, 0x00];
 /// CALL(GAS, COINBASE, CALLVALUE, 0, 0, 0, 0)
 const COINBASE_PAYER_CODE: &[u8] = &[
     0x60, 0x00, 0x60, 0x00, 0x60, 0x00, 0x60, 0x00, 0x34, 0x41, 0x5a, 0xf1, 0x00,
+];
+/// Copies 64 bytes of calldata to memory and stores the sum of three hashes: of those 64
+/// bytes twice (the executor's memo of recent inputs answers the second), and of 32 bytes that
+/// reach past the memory expanded so far (revm's own instruction, charging the expansion).
+const HASHER_CODE: &[u8] = &[
+    0x60, 0x40, 0x60, 0x00, 0x60, 0x00, 0x37, // CALLDATACOPY(0, 0, 64)
+    0x60, 0x40, 0x60, 0x00, 0x20, // SHA3(0, 64)
+    0x60, 0x40, 0x60, 0x00, 0x20, // SHA3(0, 64)
+    0x01, // ADD
+    0x60, 0x20, 0x60, 0x30, 0x20, // SHA3(48, 32)
+    0x01, // ADD
+    0x60, 0x00, 0x55, 0x00, // SSTORE(0, sum) STOP
 ];
 /// SSTORE(1, 1); return the one-byte runtime STOP.
 const INIT_STORE: &[u8] = &[
@@ -91,6 +104,12 @@ fn balance_slot(holder: Address) -> U256 {
     U256::from_be_bytes(keccak256(key).0)
 }
 
+/// Calldata for [`HASHER_CODE`]: one of four 64-byte inputs.
+fn hash_input(seed: u8) -> Bytes {
+    let seed = seed % 4;
+    [keccak256([seed]), keccak256([seed, 1])].concat().into()
+}
+
 fn erc20_transfer(to: Address, amount: u64) -> Bytes {
     let mut input = vec![0xa9, 0x05, 0x9c, 0xbb];
     input.extend_from_slice(&[0u8; 12]);
@@ -119,6 +138,12 @@ enum Action {
         amount: u64,
     },
     Counter,
+    /// [`HASHER_CODE`] on one of a few inputs, sometimes with so little gas that it runs out
+    /// among the hashes.
+    Hash {
+        input: u8,
+        gas_limit: u64,
+    },
     Revert,
     ReadCoinbase,
     /// A transfer of nothing to the fee recipient: touches it (EIP-161) without paying it.
@@ -152,6 +177,8 @@ fn action() -> impl Strategy<Value = Action> {
         4 => (any::<u8>(), 0..ETHER / 10).prop_map(|(to, value)| Action::Transfer { to, value }),
         3 => (any::<u8>(), 0..2_000u64).prop_map(|(to, amount)| Action::Erc20 { to, amount }),
         2 => Just(Action::Counter),
+        1 => (any::<u8>(), prop_oneof![22_000..22_400u64, Just(100_000u64)])
+            .prop_map(|(input, gas_limit)| Action::Hash { input, gas_limit }),
         1 => Just(Action::Revert),
         1 => Just(Action::ReadCoinbase),
         1 => Just(Action::TouchCoinbase),
@@ -213,6 +240,7 @@ fn pre_state(recipient: Recipient) -> MemState {
     contract(&mut state, TOKEN, token_code(), 0);
     state.storage.insert(TOKEN, token_storage);
     contract(&mut state, COUNTER, COUNTER_CODE, 0);
+    contract(&mut state, HASHER, HASHER_CODE, 0);
     contract(&mut state, REVERTER, REVERTER_CODE, 0);
     contract(&mut state, COINBASE_READER, COINBASE_READER_CODE, 0);
     contract(&mut state, COINBASE_PAYER, COINBASE_PAYER_CODE, 0);
@@ -267,6 +295,11 @@ fn block_txs(actions: &[(usize, Action, u64)], fork: Fork) -> Vec<RecoveredTx> {
                     tx.input = erc20_transfer(target(*to, index), *amount);
                 }
                 Action::Counter => {}
+                Action::Hash { input, gas_limit } => {
+                    tx.to = TxKind::Call(HASHER);
+                    tx.input = hash_input(*input);
+                    tx.gas_limit = *gas_limit;
+                }
                 Action::Revert => tx.to = TxKind::Call(REVERTER),
                 Action::ReadCoinbase => tx.to = TxKind::Call(COINBASE_READER),
                 Action::TouchCoinbase => {
@@ -542,6 +575,55 @@ fn hot_slot_and_fee_reads() {
         let pre = pre_state(recipient);
         for fork in [Fork::Prague, Fork::Homestead] {
             assert_equivalent(fork, &pre, &block_txs(&actions, fork)).unwrap();
+        }
+    }
+}
+
+/// Hashing through the executor's memo charges what revm's instruction does: a sweep of gas
+/// limits runs out of gas before, among and after the hashes, repeats inputs across
+/// transactions, and gives revm's own results, sequentially and in parallel.
+#[test]
+fn hashes_cost_what_revm_charges_at_every_gas_limit() {
+    let pre = pre_state(Recipient::Funded);
+    // Cancun: calldata costs 4 per zero byte and 16 per other, with no floor.
+    let intrinsic = |seed: u8| {
+        21_000
+            + hash_input(seed)
+                .iter()
+                .map(|b| if *b == 0 { 4 } else { 16 })
+                .sum::<u64>()
+    };
+    // Limits from the intrinsic cost up run out of gas in the copy, in one of the three hashes
+    // (about 170 gas in all) or at the store; the last transactions have enough.
+    let actions: Vec<_> = (0..252u64)
+        .map(|i| {
+            let input = i as u8;
+            let gas_limit = if i < 240 {
+                intrinsic(input) + i
+            } else {
+                100_000
+            };
+            (i as usize % SENDERS, Action::Hash { input, gas_limit }, 1)
+        })
+        .collect();
+    let txs = block_txs(&actions, Fork::Cancun);
+    assert_equivalent(Fork::Cancun, &pre, &txs).unwrap();
+    let rules = ChainRules {
+        chain_id: 1,
+        fork: Fork::Cancun,
+    };
+    let output = execute_block(&rules, &env(), &txs, &pre).unwrap();
+    let receipts: Vec<_> = output.receipts().collect();
+    assert_eq!(receipts.len(), actions.len(), "all included");
+    for (receipt, (_, action, _)) in receipts.iter().zip(&actions) {
+        let Action::Hash { gas_limit, .. } = action else {
+            unreachable!()
+        };
+        if *gas_limit < 100_000 {
+            assert_eq!(receipt.status, tessera_primitives::TxStatus::Halt);
+            assert_eq!(receipt.gas_used, *gas_limit);
+        } else {
+            assert_eq!(receipt.status, tessera_primitives::TxStatus::Success);
         }
     }
 }

@@ -473,6 +473,7 @@ impl Run<'_> {
             evm.instruction
                 .insert_instruction(SSTORE, Instruction::new(eip1283_sstore), 0);
         }
+        crate::keccak::install(&mut evm.instruction);
         let mut task = None;
         let mut claim = Claim::default();
         let mut idle = 0u32;
