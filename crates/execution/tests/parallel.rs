@@ -1,9 +1,9 @@
 //! Block-STM against the sequential executor: generated blocks mixing ETH transfers (to fresh,
 //! hot and code-bearing recipients, and to the fee recipient), ERC-20 transfers on the real
 //! OpenZeppelin bytecode, deployments, reverts, self-destructs (of a contract whose slots the
-//! block wrote before, spread over the shards), reads of the fee recipient's
-//! balance, payments to it from contracts, chains of transactions from one sender, refused
-//! transactions, repeated hashes and a hot storage slot must give identical outcomes, receipts and state diffs at
+//! block wrote before, spread over the shards), reads of the fee recipient's balance, payments
+//! to it from contracts, chains of transactions from one sender, refused transactions, repeated
+//! hashes and a hot storage slot must give identical outcomes, receipts and state diffs at
 //! several thread counts, without falling back to the sequential executor.
 
 use alloy_consensus::{SignableTransaction, TxEnvelope, TxLegacy};
