@@ -13,7 +13,7 @@ use secp256k1::{ecdsa::RecoverableSignature, Message, PublicKey, SecretKey};
 use std::{path::PathBuf, sync::OnceLock};
 use tessera_execution::{
     execute_block, execute_block_parallel_with_stats, execute_block_reference, first_difference,
-    mem::MemState, BlockEnv, ChainRules, Fork, ParallelConfig, RecoveredTx,
+    intrinsic_gas, mem::MemState, BlockEnv, ChainRules, Fork, ParallelConfig, RecoveredTx,
 };
 use tessera_primitives::{Account, EMPTY_CODE_HASH};
 
@@ -585,13 +585,16 @@ fn hot_slot_and_fee_reads() {
 #[test]
 fn hashes_cost_what_revm_charges_at_every_gas_limit() {
     let pre = pre_state(Recipient::Funded);
-    // Cancun: calldata costs 4 per zero byte and 16 per other, with no floor.
-    let intrinsic = |seed: u8| {
-        21_000
-            + hash_input(seed)
-                .iter()
-                .map(|b| if *b == 0 { 4 } else { 16 })
-                .sum::<u64>()
+    // Cancun: no calldata floor, so every limit from the intrinsic cost up is included.
+    let intrinsic = |input: u8| {
+        let probe = Action::Hash {
+            input,
+            gas_limit: 0,
+        };
+        intrinsic_gas(
+            Fork::Cancun,
+            &block_txs(&[(0, probe, 1)], Fork::Cancun)[0].envelope,
+        )
     };
     // Limits from the intrinsic cost up run out of gas in the copy, in one of the three hashes
     // (about 170 gas in all) or at the store; the last transactions have enough.
