@@ -270,9 +270,8 @@ type Incarnation = (TxResult, Vec<(Location, Value)>);
 /// Per transaction: its last result and the reads it was made from.
 #[derive(Default)]
 struct Slot {
-    /// Boxed: a block allocates a slot per transaction up front, and a large inline result
-    /// would make that megabytes of fresh pages per block, most of them never used when a
-    /// block falls back early.
+    /// Boxed, so that building a chunk of slots ([`PerTx`]) writes a few words per
+    /// transaction rather than a whole result each.
     result: Option<Box<TxResult>>,
     reads: Vec<Read>,
 }
@@ -289,6 +288,47 @@ impl<T> std::ops::Deref for Padded<T> {
     type Target = T;
     fn deref(&self) -> &T {
         &self.0
+    }
+}
+
+/// Per-transaction state, built in chunks on first use rather than for the whole block up front.
+/// A contended block falls back to the sequential executor after its first hundred or so
+/// incarnations, and building the state of the thousands of transactions it never reached took
+/// longer than those incarnations (10,000 transactions: about 0.2 ms of 0.6 ms). An ordinary
+/// block builds every chunk, each on whichever worker first needs it.
+pub(super) struct PerTx<T> {
+    chunks: Box<[OnceLock<Box<[T]>>]>,
+    len: usize,
+    init: fn() -> T,
+}
+
+impl<T> PerTx<T> {
+    /// Transactions per chunk: small enough that a fallback builds little, large enough that
+    /// an ordinary block builds few.
+    const CHUNK: usize = 256;
+
+    /// State for `len` transactions, each made by `init` when its chunk is first used.
+    pub(super) fn new(len: usize, init: fn() -> T) -> Self {
+        PerTx {
+            chunks: (0..len.div_ceil(Self::CHUNK))
+                .map(|_| OnceLock::new())
+                .collect(),
+            len,
+            init,
+        }
+    }
+}
+
+impl<T> std::ops::Index<usize> for PerTx<T> {
+    type Output = T;
+
+    fn index(&self, idx: usize) -> &T {
+        let start = idx - idx % Self::CHUNK;
+        let chunk = self.chunks[idx / Self::CHUNK].get_or_init(|| {
+            let end = (start + Self::CHUNK).min(self.len);
+            (start..end).map(|_| (self.init)()).collect()
+        });
+        &chunk[idx - start]
     }
 }
 
@@ -316,7 +356,7 @@ struct Run<'a> {
     spec: SpecId,
     state: BlockState<'a>,
     scheduler: Scheduler,
-    slots: Box<[Mutex<Slot>]>,
+    slots: PerTx<Mutex<Slot>>,
     halt: Mutex<Option<Halt>>,
     executions: Executions,
     aborts: AtomicUsize,
@@ -410,7 +450,7 @@ fn block_stm(
             state_clear: spec.is_enabled_in(SpecId::SPURIOUS_DRAGON),
         },
         scheduler: Scheduler::new(txs.len(), config.threads),
-        slots: (0..txs.len()).map(|_| Mutex::default()).collect(),
+        slots: PerTx::new(txs.len(), Mutex::default),
         halt: Mutex::new(None),
         executions: Executions::new(config.threads),
         aborts: AtomicUsize::new(0),
@@ -834,7 +874,8 @@ impl Run<'_> {
         let mut beneficiary: Option<AccountChange> = None;
         let mut recipient = self.state.beneficiary_before;
         let mut pending: Option<bool> = None;
-        for (tx, slot) in self.txs.iter().zip(self.slots.iter()) {
+        for (idx, tx) in self.txs.iter().enumerate() {
+            let slot = &self.slots[idx];
             let result = *lock(slot)
                 .result
                 .take()
@@ -976,7 +1017,38 @@ pub fn first_difference(expected: &BlockOutput, got: &BlockOutput) -> Option<Str
 
 #[cfg(test)]
 mod tests {
-    use super::contended;
+    use super::{contended, PerTx};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn per_transaction_state_is_built_a_chunk_at_a_time() {
+        const CHUNK: usize = PerTx::<AtomicUsize>::CHUNK;
+        let len = 2 * CHUNK + 3;
+        let per_tx = PerTx::new(len, || AtomicUsize::new(usize::MAX));
+        let built = |per_tx: &PerTx<AtomicUsize>| -> Vec<Option<usize>> {
+            per_tx
+                .chunks
+                .iter()
+                .map(|c| c.get().map(|c| c.len()))
+                .collect()
+        };
+        assert_eq!(built(&per_tx), vec![None, None, None]);
+        // Using the last transaction builds only its chunk, which stops at the block's end.
+        assert_eq!(per_tx[len - 1].load(Ordering::Relaxed), usize::MAX);
+        assert_eq!(built(&per_tx), vec![None, None, Some(3)]);
+        for idx in 0..len {
+            per_tx[idx].store(idx, Ordering::Relaxed);
+        }
+        assert_eq!(built(&per_tx), vec![Some(CHUNK), Some(CHUNK), Some(3)]);
+        assert!((0..len).all(|idx| per_tx[idx].load(Ordering::Relaxed) == idx));
+    }
+
+    #[test]
+    #[should_panic]
+    fn per_transaction_state_ends_with_the_block() {
+        let per_tx = PerTx::new(3, || AtomicUsize::new(0));
+        per_tx[3].load(Ordering::Relaxed);
+    }
 
     #[test]
     fn contention_is_judged_early_at_a_fifth_of_incarnations_lost() {

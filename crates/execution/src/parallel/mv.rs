@@ -23,7 +23,7 @@ use std::{
 };
 use tessera_primitives::{Account, AccountChange};
 
-use super::{lock, Padded};
+use super::{lock, Padded, PerTx};
 
 /// Index of a transaction in its block.
 pub(crate) type TxIdx = usize;
@@ -337,8 +337,8 @@ pub(crate) struct MvMemory {
     /// until one has.
     any_cleared: AtomicBool,
     /// Per transaction: the locations its last incarnation wrote.
-    written: Box<[Mutex<Vec<Location>>]>,
-    fees: Box<[Mutex<Fee>]>,
+    written: PerTx<Mutex<Vec<Location>>>,
+    fees: PerTx<Mutex<Fee>>,
     /// Per bucket of locations (by hash): the lowest transaction that wrote any of them in this
     /// block, `u32::MAX` for none. A read by a transaction at or below it needs no shard lock:
     /// nothing below the reader wrote the location. That is most reads of most blocks, and
@@ -364,8 +364,8 @@ impl MvMemory {
                 .collect(),
             codes: Mutex::default(),
             any_cleared: AtomicBool::new(false),
-            written: (0..txs).map(|_| Mutex::default()).collect(),
-            fees: (0..txs).map(|_| Mutex::new(Fee::Pending)).collect(),
+            written: PerTx::new(txs, Mutex::default),
+            fees: PerTx::new(txs, || Mutex::new(Fee::Pending)),
             lowest_writer: (0..(4 * txs).next_power_of_two().clamp(1 << 10, 1 << 20))
                 .map(|_| AtomicU32::new(u32::MAX))
                 .collect(),

@@ -24,7 +24,7 @@ use std::sync::{
     Mutex,
 };
 
-use super::{lock, mv::TxIdx, Padded};
+use super::{lock, mv::TxIdx, Padded, PerTx};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Status {
@@ -72,8 +72,8 @@ pub(crate) struct Scheduler {
     active: Padded<AtomicUsize>,
     done: Padded<AtomicBool>,
     /// Per transaction: its incarnation and status.
-    status: Box<[Mutex<Incarnation>]>,
-    dependents: Box<[Mutex<Vec<TxIdx>>]>,
+    status: PerTx<Mutex<Incarnation>>,
+    dependents: PerTx<Mutex<Vec<TxIdx>>>,
 }
 
 impl Scheduler {
@@ -88,10 +88,8 @@ impl Scheduler {
             decrease_cnt: Padded(AtomicUsize::new(0)),
             active: Padded(AtomicUsize::new(0)),
             done: Padded(AtomicBool::new(n == 0)),
-            status: (0..n)
-                .map(|_| Mutex::new((0, Status::ReadyToExecute)))
-                .collect(),
-            dependents: (0..n).map(|_| Mutex::default()).collect(),
+            status: PerTx::new(n, || Mutex::new((0, Status::ReadyToExecute))),
+            dependents: PerTx::new(n, Mutex::default),
         }
     }
 
