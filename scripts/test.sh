@@ -57,6 +57,8 @@ echo "-- mainnet blocks"
 for threads in 1 2 4 8; do
     echo "-- mainnet blocks, Block-STM with $threads threads"
     "$exec_bin" blocks "$fixtures/mainnet-blocks" --parallel --threads "$threads"
+    echo "-- mainnet blocks, Block-STM over batches with $threads threads"
+    "$exec_bin" blocks "$fixtures/mainnet-blocks" --parallel --batched --threads "$threads"
 done
 
 echo "-- the runner must notice a wrong expectation"

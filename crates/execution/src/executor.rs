@@ -227,6 +227,11 @@ pub(crate) struct Overlay<'a, S: ?Sized> {
     /// The fee recipient with the fees credited since its entry in `diff` was last written;
     /// written there before anything reads it and at the end of the block.
     fees: Option<PendingFees>,
+    /// While `Some`, fees are only noted, in order, without reading the fee recipient: a batch
+    /// of Block-STM over batches (see `parallel::batches`) does not know the fees of the
+    /// batches below it, and reading the account would make every batch depend on all of
+    /// them. The first read of the fee recipient credits the noted fees and ends this.
+    fee_log: Option<Vec<U256>>,
 }
 
 /// Fees credited to the fee recipient but not yet in the block's changes.
@@ -259,12 +264,17 @@ impl<'a, S: StateView + ?Sized> Overlay<'a, S> {
             beneficiary,
             state_clear,
             fees: None,
+            fee_log: None,
         }
     }
 
     /// Credits the fee recipient one transaction's fee, as revm's handler would at the end of
     /// that transaction: paying touches it, so a zero fee deletes an empty one (EIP-161).
     fn credit_fee(&mut self, fee: U256) -> Result<(), StateError> {
+        if let Some(log) = &mut self.fee_log {
+            log.push(fee);
+            return Ok(());
+        }
         let (now, cleared) = match self.fees {
             Some(pending) => (pending.account, pending.cleared),
             None => (self.account(&self.beneficiary)?, false),
@@ -275,6 +285,16 @@ impl<'a, S: StateView + ?Sized> Overlay<'a, S> {
                 account: after,
                 cleared: cleared || after.is_none(),
             });
+        }
+        Ok(())
+    }
+
+    /// Credits the noted fees, if fees are being noted: the fee recipient is about to be read.
+    fn credit_noted_fees(&mut self) -> Result<(), StateError> {
+        if let Some(log) = self.fee_log.take() {
+            for fee in log {
+                self.credit_fee(fee)?;
+            }
         }
         Ok(())
     }
@@ -386,6 +406,7 @@ impl<S: StateView + ?Sized> Database for Overlay<'_, S> {
 
     fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, StateError> {
         if address == self.beneficiary {
+            self.credit_noted_fees()?;
             self.flush_fees();
         }
         let account = self.account(&address)?;
@@ -412,6 +433,7 @@ impl<S: StateView + ?Sized> Database for Overlay<'_, S> {
     fn storage(&mut self, address: Address, slot: U256) -> Result<U256, StateError> {
         if address == self.beneficiary {
             // A pending credit may have deleted it, storage and all.
+            self.credit_noted_fees()?;
             self.flush_fees();
         }
         if let Some(change) = self.diff.accounts.get(&address) {
@@ -708,6 +730,20 @@ pub(crate) fn execute_block_with(
     state: &dyn StateView,
     shortcuts: bool,
 ) -> Result<BlockOutput, ExecError> {
+    execute_txs(rules, env, txs, state, shortcuts, false).map(|(output, _)| output)
+}
+
+/// The sequential executor over `txs`. With `note_fees`, the fee recipient's credits are only
+/// noted until something reads it, and returned if nothing did (the output's diff then has no
+/// entry for it): how a batch of Block-STM over batches runs.
+pub(crate) fn execute_txs(
+    rules: &ChainRules,
+    env: &BlockEnv,
+    txs: &[RecoveredTx],
+    state: &dyn StateView,
+    shortcuts: bool,
+    note_fees: bool,
+) -> Result<(BlockOutput, Option<Vec<U256>>), ExecError> {
     let cfg = cfg_env(rules);
     let block = revm_block_env(env, &cfg);
     // The inspector only runs for transactions re-executed under EIP-7610 (`inspect_tx`
@@ -722,6 +758,9 @@ pub(crate) fn execute_block_with(
             rules.fork >= Fork::SpuriousDragon,
         ))
         .build_mainnet_with_inspector(Eip7610);
+    if note_fees {
+        evm.ctx.journaled_state.database.fee_log = Some(Vec::with_capacity(txs.len()));
+    }
     if rules.fork.needs_eip1283_sstore() {
         evm.instruction
             .insert_instruction(SSTORE, Instruction::new(eip1283_sstore), 0);
@@ -828,11 +867,15 @@ pub(crate) fn execute_block_with(
     let overlay = &mut evm.ctx.journaled_state.database;
     overlay.flush_fees();
     let diff = std::mem::take(&mut overlay.diff);
-    Ok(BlockOutput {
-        outcomes,
-        diff,
-        gas_used,
-    })
+    let fees = overlay.fee_log.take();
+    Ok((
+        BlockOutput {
+            outcomes,
+            diff,
+            gas_used,
+        },
+        fees,
+    ))
 }
 
 /// revm as the sequential executor drives it: over the overlay, with the EIP-7610 inspector

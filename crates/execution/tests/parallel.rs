@@ -348,8 +348,8 @@ fn env() -> BlockEnv {
 }
 
 /// Runs `txs` on revm alone, sequentially with the shortcuts (plain transfers, the deferred fee
-/// credit) and through Block-STM at 1, 2 and 4 threads, and requires identical results, from
-/// Block-STM itself (no fallback).
+/// credit) and through Block-STM, per transaction and over batches, at 1, 2 and 4 threads, and
+/// requires identical results, from Block-STM itself (no fallback).
 fn assert_equivalent(fork: Fork, pre: &MemState, txs: &[RecoveredTx]) -> Result<(), TestCaseError> {
     let rules = ChainRules { chain_id: 1, fork };
     let env = env();
@@ -360,15 +360,14 @@ fn assert_equivalent(fork: Fork, pre: &MemState, txs: &[RecoveredTx]) -> Result<
             "{fork:?}, sequential: {difference}"
         )));
     }
-    for threads in [1, 2, 4] {
-        let (parallel, stats) = execute_block_parallel_with_stats(
-            &rules,
-            &env,
-            txs,
-            pre,
-            ParallelConfig::always(threads),
-        )
-        .expect("parallel execution");
+    for (threads, config) in [1, 2, 4].into_iter().flat_map(|threads| {
+        [
+            (threads, ParallelConfig::always(threads)),
+            (threads, ParallelConfig::batched(threads)),
+        ]
+    }) {
+        let (parallel, stats) = execute_block_parallel_with_stats(&rules, &env, txs, pre, config)
+            .expect("parallel execution");
         // Before EIP-161, touching a deleted account re-creates it empty; the parallel executor
         // may leave the EIP-7610 question about such an account to the sequential one.
         if fork >= Fork::SpuriousDragon || stats.fallback.is_some() {
@@ -378,7 +377,7 @@ fn assert_equivalent(fork: Fork, pre: &MemState, txs: &[RecoveredTx]) -> Result<
         }
         if let Some(difference) = first_difference(&sequential, &parallel) {
             return Err(TestCaseError::fail(format!(
-                "{fork:?}, {threads} threads: {difference}"
+                "{fork:?}, {threads} threads, {config:?}: {difference}"
             )));
         }
     }

@@ -28,6 +28,7 @@
 //! fit the block's remaining gas, EIP-7610 accounts (storage without nonce or code), and a fee
 //! recipient that self-destructs.
 
+mod batches;
 mod db;
 mod mv;
 mod scheduler;
@@ -84,11 +85,20 @@ pub struct ParallelConfig {
     /// in an abort or a wait (a block of transactions that all touch one slot): each one then
     /// waits for the one before it, and the versions only add cost.
     pub contention_fallback: bool,
+    /// Blocks with at least this many transactions run Block-STM over batches of transactions
+    /// ([`batches`]), smaller ones Block-STM per transaction. Per batch, the bookkeeping of a
+    /// large block of independent transactions costs a small part of what it does per
+    /// transaction; per transaction, a conflict costs one transaction's re-execution, not a
+    /// batch's.
+    pub batches_from: usize,
 }
 
 impl ParallelConfig {
     /// Below this many transactions a block runs sequentially by default.
     pub const DEFAULT_MIN_TXS: usize = 16;
+
+    /// From this many transactions a block runs Block-STM over batches by default.
+    pub const DEFAULT_BATCHES_FROM: usize = 1024;
 
     /// `threads` workers. With a single thread there is nothing to gain, so every block runs
     /// sequentially.
@@ -102,6 +112,7 @@ impl ParallelConfig {
                 Self::DEFAULT_MIN_TXS
             },
             contention_fallback: true,
+            batches_from: Self::DEFAULT_BATCHES_FROM,
         }
     }
 
@@ -117,6 +128,16 @@ impl ParallelConfig {
             threads: threads.max(1),
             min_txs: 0,
             contention_fallback: false,
+            batches_from: usize::MAX,
+        }
+    }
+
+    /// [`always`](Self::always), over batches of transactions: what the equivalence tests of
+    /// Block-STM over batches use.
+    pub fn batched(threads: usize) -> Self {
+        ParallelConfig {
+            batches_from: 0,
+            ..Self::always(threads)
         }
     }
 }
@@ -162,7 +183,20 @@ pub fn execute_block_parallel_with_stats<S: StateView + Sync>(
     if txs.len() < config.min_txs || evm_txs(rules, env, txs, config.min_txs) < config.min_txs {
         stats.fallback = Some("small block");
     } else {
-        match block_stm(rules, env, txs, state, config, &mut stats) {
+        let result = if txs.len() >= config.batches_from {
+            batches::execute(
+                rules,
+                env,
+                txs,
+                state,
+                config.threads,
+                config.contention_fallback,
+                &mut stats,
+            )
+        } else {
+            block_stm(rules, env, txs, state, config, &mut stats)
+        };
+        match result {
             Ok(output) => return Ok((output, stats)),
             Err(Halt::Fallback(why)) => stats.fallback = Some(why),
             Err(Halt::Error(e)) => return Err(e),

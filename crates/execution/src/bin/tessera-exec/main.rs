@@ -59,13 +59,22 @@ pub struct ParallelArgs {
     /// Block-STM worker threads.
     #[arg(long, default_value_t = 2, requires = "parallel")]
     pub threads: usize,
+    /// Block-STM over batches of transactions (what large blocks run) instead of per
+    /// transaction.
+    #[arg(long, requires = "parallel")]
+    pub batched: bool,
 }
 
 impl ParallelArgs {
     /// The configuration to compare against the sequential executor, if asked to.
     pub fn config(self) -> Option<tessera_execution::ParallelConfig> {
-        self.parallel
-            .then(|| tessera_execution::ParallelConfig::always(self.threads))
+        self.parallel.then(|| {
+            if self.batched {
+                tessera_execution::ParallelConfig::batched(self.threads)
+            } else {
+                tessera_execution::ParallelConfig::always(self.threads)
+            }
+        })
     }
 }
 

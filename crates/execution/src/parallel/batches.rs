@@ -1,0 +1,787 @@
+//! Block-STM over batches of consecutive transactions, for large blocks.
+//!
+//! The unit Block-STM schedules, versions and validates here is a batch, not a transaction:
+//! a batch runs its transactions in order on the sequential executor
+//! ([`execute_txs`](crate::executor::execute_txs)), over a view ([`BatchView`]) that reads
+//! each location as the highest lower batch published it, or as the state before the block.
+//! A batch's published output (its receipts and [`StateDiff`]) is its multi-version entry for
+//! every location it wrote; the values stay in that diff instead of being copied into a
+//! version per location, and reads made inside the batch from its own writes are neither
+//! kept nor validated. What the view hands out is kept (location and value) and validated by
+//! resolving it again once lower batches have published; a batch that read a changed value is
+//! aborted, its output becomes an ESTIMATE (a reader of it waits for the re-execution), and it
+//! runs again. The collaborative scheduler is [`super::scheduler`]'s, over batch indices.
+//!
+//! Why: Block-STM's per-transaction bookkeeping (a multi-version entry per write, a kept read
+//! per read, locks per transaction) cost a third of a transaction's execution on blocks of
+//! independent token transfers, so two workers gained little over one sequential run. Per
+//! batch, the bookkeeping is one output, one list of reads from outside, and a bit filter.
+//!
+//! The fee recipient: each batch notes its fees instead of reading the account (see
+//! `Overlay::fee_log`), so batches do not all depend on each other through it. A batch that does
+//! read it sees the state before the block with every lower batch's changes and noted fees
+//! applied in order, which makes it depend on all of them, as it must.
+//!
+//! Batch sizes start small (so that a contended block shows its aborts before much work is
+//! wasted) and end small (so that the workers finish together).
+
+use super::{
+    helpers, lock,
+    scheduler::{Claim, Scheduler, Task, Version},
+    Halt,
+};
+use crate::{
+    executor::{execute_txs, BlockOutput, ExecError, TxOutcome},
+    state::{StateError, StateView},
+    transfer::credit_fee,
+    BlockEnv, ChainRules, ParallelStats, RecoveredTx,
+};
+use alloy_consensus::Transaction as _;
+use alloy_primitives::{Address, Bytes, B256, U256};
+use std::{
+    cell::{Cell, RefCell},
+    collections::hash_map::Entry,
+    ops::Range,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+};
+use tessera_primitives::{Account, AccountChange, StateDiff};
+
+/// The largest batch: large enough that a batch's fixed costs (an EVM context, a diff, a
+/// filter) are small against its transactions.
+const MAX_BATCH: usize = 1024;
+
+/// The batches `n` transactions are cut into for `threads` workers: doubling from a small first
+/// size up to a middle size, middle-sized batches, then halving back down.
+pub(super) fn batch_ranges(n: usize, threads: usize) -> Vec<Range<usize>> {
+    let first = (n / 512).clamp(1, 16);
+    let middle = (n / (4 * threads.max(1))).clamp(first, MAX_BATCH);
+    let mut ramp = Vec::new();
+    let mut size = first;
+    while size < middle && 2 * (ramp.iter().sum::<usize>() + size) <= n {
+        ramp.push(size);
+        size *= 2;
+    }
+    let rest = n - 2 * ramp.iter().sum::<usize>();
+    let middles = rest.div_ceil(middle);
+    let mut sizes = ramp.clone();
+    sizes.extend((0..middles).map(|i| rest / middles + usize::from(i < rest % middles)));
+    sizes.extend(ramp.iter().rev());
+    let mut start = 0;
+    sizes
+        .into_iter()
+        .filter(|s| *s > 0)
+        .map(|size| {
+            start += size;
+            start - size..start
+        })
+        .collect()
+}
+
+/// A set of locations, as bits: says for certain that a batch did not write a location, so
+/// that a read looks into the diffs of only those lower batches that may have written it.
+struct Filter(Box<[u64]>);
+
+impl Filter {
+    const BITS: usize = 1 << 16;
+
+    fn of(diff: &StateDiff) -> Self {
+        let mut filter = Filter(vec![0; Self::BITS / 64].into_boxed_slice());
+        for (address, change) in &diff.accounts {
+            let key = account_key(address);
+            filter.insert(key);
+            if change.storage_cleared || change.info.is_none() {
+                filter.insert(cleared_key(key));
+            }
+            for slot in change.storage.keys() {
+                filter.insert(slot_key(key, slot));
+            }
+        }
+        filter
+    }
+
+    fn insert(&mut self, key: u64) {
+        let bit = (key >> 48) as usize;
+        self.0[bit / 64] |= 1 << (bit % 64);
+    }
+
+    fn may_hold(&self, key: u64) -> bool {
+        let bit = (key >> 48) as usize;
+        self.0[bit / 64] & (1 << (bit % 64)) != 0
+    }
+}
+
+fn mix(h: u64, word: u64) -> u64 {
+    (h ^ word)
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .rotate_left(31)
+}
+
+fn account_key(address: &Address) -> u64 {
+    let b = &address.0 .0;
+    let word = |r: Range<usize>| {
+        let mut w = [0u8; 8];
+        w[..r.len()].copy_from_slice(&b[r]);
+        u64::from_le_bytes(w)
+    };
+    mix(mix(mix(0, word(0..8)), word(8..16)), word(16..20)).wrapping_mul(0x2545_f491_4f6c_dd1d)
+}
+
+fn slot_key(account: u64, slot: &U256) -> u64 {
+    let [a, b, c, d] = *slot.as_limbs();
+    mix(mix(mix(mix(account ^ 0x5bd1_e995, a), b), c), d).wrapping_mul(0x2545_f491_4f6c_dd1d)
+}
+
+fn cleared_key(account: u64) -> u64 {
+    mix(account, 0xc1ea_4ed0_0000_0001).wrapping_mul(0x2545_f491_4f6c_dd1d)
+}
+
+/// One incarnation of one batch, as published.
+struct BatchOut {
+    output: BlockOutput,
+    /// The fees its transactions paid, in order, if none of them read the fee recipient;
+    /// otherwise the fee recipient's entry in `output.diff` holds them.
+    fees: Option<Vec<U256>>,
+    /// What it read from outside itself, to validate.
+    reads: Vec<Read>,
+    filter: Filter,
+    /// Aborted: what it wrote is an estimate until it has run again.
+    estimate: AtomicBool,
+}
+
+/// A value a batch read from outside itself, with where it found it: `from` is the lower batch
+/// whose output held it, `None` the state before the block.
+#[derive(Clone, Copy)]
+enum Read {
+    Account {
+        address: Address,
+        from: Option<usize>,
+        value: Option<Account>,
+    },
+    Storage {
+        address: Address,
+        slot: U256,
+        from: Option<usize>,
+        value: U256,
+    },
+    /// The fee recipient, with every lower batch's changes and fees applied.
+    Beneficiary(Option<Account>),
+}
+
+/// Where a location's value comes from, for a batch.
+enum Found<T> {
+    Batch(usize, T),
+    Before,
+    /// The highest lower batch that wrote it was aborted: wait for it.
+    Estimate(usize),
+}
+
+/// The lower batches' published outputs as one batch sees them, in batch order.
+type Lower = Vec<(usize, Arc<BatchOut>)>;
+
+fn find_account(lower: &Lower, address: &Address) -> Found<Option<Account>> {
+    let key = account_key(address);
+    for (idx, out) in lower.iter().rev() {
+        if !out.filter.may_hold(key) {
+            continue;
+        }
+        if let Some(change) = out.output.diff.accounts.get(address) {
+            if out.estimate.load(Ordering::Acquire) {
+                return Found::Estimate(*idx);
+            }
+            return Found::Batch(*idx, change.info);
+        }
+    }
+    Found::Before
+}
+
+fn find_storage(lower: &Lower, address: &Address, slot: &U256) -> Found<U256> {
+    let key = account_key(address);
+    let (slot_key, cleared_key) = (slot_key(key, slot), cleared_key(key));
+    for (idx, out) in lower.iter().rev() {
+        if !out.filter.may_hold(slot_key) && !out.filter.may_hold(cleared_key) {
+            continue;
+        }
+        let Some(change) = out.output.diff.accounts.get(address) else {
+            continue;
+        };
+        let value = match change.storage.get(slot) {
+            Some(v) => *v,
+            None if change.storage_cleared || change.info.is_none() => U256::ZERO,
+            None => continue,
+        };
+        if out.estimate.load(Ordering::Acquire) {
+            return Found::Estimate(*idx);
+        }
+        return Found::Batch(*idx, value);
+    }
+    Found::Before
+}
+
+/// Why a batch's incarnation stopped.
+enum Stop {
+    /// It read an estimate of this lower batch.
+    Blocked(usize),
+    Fallback(&'static str),
+}
+
+/// The state as one incarnation of one batch sees it: implements [`StateView`] for the
+/// sequential executor, and keeps what it handed out.
+struct BatchView<'r, 'a> {
+    run: &'r Run<'a>,
+    lower: Lower,
+    reads: RefCell<Vec<Read>>,
+    stop: Cell<Option<Stop>>,
+}
+
+impl BatchView<'_, '_> {
+    fn stopped(&self, stop: Stop) -> StateError {
+        self.stop.set(Some(stop));
+        StateError("the batch stopped".into())
+    }
+}
+
+impl StateView for BatchView<'_, '_> {
+    fn account(&self, address: &Address) -> Result<Option<Account>, StateError> {
+        if *address == self.run.env.beneficiary {
+            let value = match self.run.beneficiary(&self.lower) {
+                Found::Estimate(idx) => return Err(self.stopped(Stop::Blocked(idx))),
+                Found::Batch(_, value) => value,
+                Found::Before => self.run.beneficiary_before,
+            };
+            self.reads.borrow_mut().push(Read::Beneficiary(value));
+            return Ok(value);
+        }
+        let (from, value) = match find_account(&self.lower, address) {
+            Found::Estimate(idx) => return Err(self.stopped(Stop::Blocked(idx))),
+            Found::Batch(idx, value) => (Some(idx), value),
+            Found::Before => (None, self.run.view.account(address)?),
+        };
+        self.reads.borrow_mut().push(Read::Account {
+            address: *address,
+            from,
+            value,
+        });
+        Ok(value)
+    }
+
+    fn storage(&self, address: &Address, slot: &U256) -> Result<U256, StateError> {
+        let (from, value) = match find_storage(&self.lower, address, slot) {
+            Found::Estimate(idx) => return Err(self.stopped(Stop::Blocked(idx))),
+            Found::Batch(idx, value) => (Some(idx), value),
+            Found::Before => (None, self.run.view.storage(address, slot)?),
+        };
+        self.reads.borrow_mut().push(Read::Storage {
+            address: *address,
+            slot: *slot,
+            from,
+            value,
+        });
+        Ok(value)
+    }
+
+    fn has_storage(&self, address: &Address) -> Result<bool, StateError> {
+        // Asked only about an account with no nonce and no code (EIP-7610), which this
+        // executor leaves to the sequential one, as Block-STM per transaction does. Read as the
+        // overlay reads its own changes: the highest lower batch that wrote the account
+        // decides, unless it wrote no storage and did not clear it.
+        let collides = || {
+            Err(self.stopped(Stop::Fallback(
+                "an account with storage but no nonce or code",
+            )))
+        };
+        for (_, out) in self.lower.iter().rev() {
+            let Some(change) = out.output.diff.accounts.get(address) else {
+                continue;
+            };
+            if change.storage.values().any(|v| !v.is_zero()) {
+                return collides();
+            }
+            if change.storage_cleared || change.info.is_none() {
+                return Ok(false);
+            }
+        }
+        if self.run.view.has_storage(address)? {
+            return collides();
+        }
+        Ok(false)
+    }
+
+    fn code(&self, code_hash: &B256) -> Result<Option<Bytes>, StateError> {
+        // Code is named by its hash: whoever deployed it, it is the same code, so it needs no
+        // validation (the account that pointed to it is validated).
+        for (_, out) in self.lower.iter().rev() {
+            if let Some(code) = out.output.diff.codes.get(code_hash) {
+                return Ok(Some(code.clone()));
+            }
+        }
+        self.run.view.code(code_hash)
+    }
+
+    fn block_hash(&self, number: u64) -> Result<B256, StateError> {
+        self.run.view.block_hash(number)
+    }
+}
+
+struct Run<'a> {
+    rules: &'a ChainRules,
+    env: &'a BlockEnv,
+    txs: &'a [RecoveredTx],
+    view: &'a (dyn StateView + Sync),
+    ranges: Vec<Range<usize>>,
+    beneficiary_before: Option<Account>,
+    state_clear: bool,
+    scheduler: Scheduler,
+    published: Vec<Mutex<Option<Arc<BatchOut>>>>,
+    merged: Mutex<Merged>,
+    halt: Mutex<Option<Halt>>,
+    executions: AtomicUsize,
+    /// Incarnations aborted by validation or stopped to wait for a lower batch.
+    lost: AtomicUsize,
+    aborts: AtomicUsize,
+    contention_fallback: bool,
+}
+
+/// Executes `txs` with Block-STM over batches; the output is identical to
+/// [`execute_block`](crate::execute_block)'s.
+pub(super) fn execute(
+    rules: &ChainRules,
+    env: &BlockEnv,
+    txs: &[RecoveredTx],
+    view: &(dyn StateView + Sync),
+    threads: usize,
+    contention_fallback: bool,
+    stats: &mut ParallelStats,
+) -> Result<BlockOutput, Halt> {
+    let beneficiary_before = view.account(&env.beneficiary)?;
+    if beneficiary_before.is_some_and(|b| b.is_empty()) && view.has_storage(&env.beneficiary)? {
+        // Crediting it a zero fee would delete it with its storage mid-block, which the reads
+        // of its storage do not see.
+        return Err(Halt::Fallback("the fee recipient is empty but has storage"));
+    }
+    let ranges = batch_ranges(txs.len(), threads);
+    let run = Run {
+        rules,
+        env,
+        txs,
+        view,
+        beneficiary_before,
+        state_clear: rules.fork >= crate::Fork::SpuriousDragon,
+        scheduler: Scheduler::new(ranges.len(), threads),
+        published: ranges.iter().map(|_| Mutex::new(None)).collect(),
+        ranges,
+        merged: Mutex::default(),
+        halt: Mutex::new(None),
+        executions: AtomicUsize::new(0),
+        lost: AtomicUsize::new(0),
+        aborts: AtomicUsize::new(0),
+        contention_fallback,
+    };
+    if threads > 1 {
+        helpers(threads - 1)?.in_place_scope(|s| {
+            for _ in 1..threads {
+                let run = &run;
+                s.spawn(move |_| run.work());
+            }
+            run.work();
+        });
+    } else {
+        run.work();
+    }
+    stats.executions = run.executions.load(Ordering::Relaxed);
+    stats.aborts = run.aborts.load(Ordering::Relaxed);
+    if let Some(halt) = lock(&run.halt).take() {
+        return Err(halt);
+    }
+    run.assemble()
+}
+
+/// The block's changes so far, layered batch by batch while later batches execute, so that
+/// little is left to layer once the block is done. Speculative: a batch merged here may yet be
+/// aborted and run again, so the outputs merged are kept, and the block uses this only if they
+/// are the final ones.
+#[derive(Default)]
+struct Merged {
+    diff: StateDiff,
+    /// The outputs merged, in batch order.
+    batches: Vec<Arc<BatchOut>>,
+    /// A batch merged here was replaced: this is of no further use.
+    stale: bool,
+}
+
+impl Run<'_> {
+    fn stop(&self, halt: Halt) {
+        lock(&self.halt).get_or_insert(halt);
+        self.scheduler.halt();
+    }
+
+    fn work(&self) {
+        let mut task = None;
+        let mut claim = Claim::default();
+        let mut idle = 0u32;
+        while !self.scheduler.done() {
+            task = match task {
+                Some(Task::Execute(version)) => self.try_execute(version),
+                Some(Task::Validate(version)) => self.validate(version),
+                None => {
+                    let next = self.scheduler.next_task(&mut claim);
+                    if next.is_some() {
+                        idle = 0;
+                    } else if idle < 64 {
+                        idle += 1;
+                        std::hint::spin_loop();
+                    } else {
+                        std::thread::yield_now();
+                    }
+                    next
+                }
+            };
+        }
+    }
+
+    /// The published outputs of the batches below `idx`.
+    fn lower(&self, idx: usize) -> Lower {
+        self.published[..idx]
+            .iter()
+            .enumerate()
+            .filter_map(|(i, slot)| lock(slot).clone().map(|out| (i, out)))
+            .collect()
+    }
+
+    /// The fee recipient as a batch above `lower` finds it: `Before` if none of them touched
+    /// it.
+    fn beneficiary(&self, lower: &Lower) -> Found<Option<Account>> {
+        let address = &self.env.beneficiary;
+        let mut now = self.beneficiary_before;
+        let mut last = None;
+        for (idx, out) in lower {
+            if let Some(change) = out.output.diff.accounts.get(address) {
+                now = change.info;
+            } else if let Some(fees) = &out.fees {
+                for fee in fees {
+                    now = credit_fee(now, *fee, self.state_clear);
+                }
+            } else {
+                continue;
+            }
+            if out.estimate.load(Ordering::Acquire) {
+                return Found::Estimate(*idx);
+            }
+            last = Some(*idx);
+        }
+        match last {
+            Some(idx) => Found::Batch(idx, now),
+            None => Found::Before,
+        }
+    }
+
+    fn try_execute(&self, version: Version) -> Option<Task> {
+        let idx = version.idx;
+        loop {
+            self.executions.fetch_add(1, Ordering::Relaxed);
+            let view = BatchView {
+                run: self,
+                lower: self.lower(idx),
+                reads: RefCell::new(Vec::new()),
+                stop: Cell::new(None),
+            };
+            let txs = &self.txs[self.ranges[idx].clone()];
+            let result = execute_txs(self.rules, self.env, txs, &view, true, true);
+            let BatchView { reads, stop, .. } = view;
+            match (result, stop.into_inner()) {
+                (_, Some(Stop::Blocked(blocking))) => {
+                    if self.scheduler.add_dependency(idx, blocking) {
+                        self.lost.fetch_add(1, Ordering::Relaxed);
+                        self.check_contention();
+                        return None;
+                    }
+                }
+                (_, Some(Stop::Fallback(why))) => {
+                    self.stop(Halt::Fallback(why));
+                    return None;
+                }
+                (Err(e), None) => {
+                    self.stop(Halt::Error(e));
+                    return None;
+                }
+                (Ok((output, fees)), None) => {
+                    let out = BatchOut {
+                        filter: Filter::of(&output.diff),
+                        output,
+                        fees,
+                        reads: reads.into_inner(),
+                        estimate: AtomicBool::new(false),
+                    };
+                    *lock(&self.published[idx]) = Some(Arc::new(out));
+                    // Whether it wrote somewhere new is not tracked: the batches above are
+                    // validated again after every execution.
+                    let next = self.scheduler.finish_execution(version, true);
+                    self.merge_published();
+                    return next;
+                }
+            }
+        }
+    }
+
+    fn check_contention(&self) {
+        if !self.contention_fallback {
+            return;
+        }
+        let executions = self.executions.load(Ordering::Relaxed);
+        let lost = self.lost.load(Ordering::Relaxed);
+        // Judged after a few batches, which are small at first: a block of transactions that
+        // all write one slot aborts nearly every batch once.
+        if executions >= 4 && 3 * lost >= executions {
+            self.stop(Halt::Fallback("contention"));
+        }
+    }
+
+    /// Whether every read of the batch's last incarnation still finds the value it found.
+    fn still_valid(&self, idx: usize) -> bool {
+        let Some(out) = lock(&self.published[idx]).clone() else {
+            return false;
+        };
+        let lower = self.lower(idx);
+        out.reads.iter().all(|read| match *read {
+            Read::Account {
+                address,
+                from,
+                value,
+            } => match find_account(&lower, &address) {
+                Found::Batch(_, now) => now == value,
+                Found::Before if from.is_none() => true,
+                Found::Before => self.view.account(&address).is_ok_and(|now| now == value),
+                Found::Estimate(_) => false,
+            },
+            Read::Storage {
+                address,
+                slot,
+                from,
+                value,
+            } => match find_storage(&lower, &address, &slot) {
+                Found::Batch(_, now) => now == value,
+                Found::Before if from.is_none() => true,
+                Found::Before => self
+                    .view
+                    .storage(&address, &slot)
+                    .is_ok_and(|now| now == value),
+                Found::Estimate(_) => false,
+            },
+            Read::Beneficiary(value) => match self.beneficiary(&lower) {
+                Found::Batch(_, now) => now == value,
+                Found::Before => self.beneficiary_before == value,
+                Found::Estimate(_) => false,
+            },
+        })
+    }
+
+    fn validate(&self, version: Version) -> Option<Task> {
+        let valid = self.still_valid(version.idx);
+        let aborted = !valid && self.scheduler.try_validation_abort(version);
+        if aborted {
+            self.aborts.fetch_add(1, Ordering::Relaxed);
+            self.lost.fetch_add(1, Ordering::Relaxed);
+            if let Some(out) = &*lock(&self.published[version.idx]) {
+                out.estimate.store(true, Ordering::Release);
+            }
+            self.check_contention();
+        }
+        self.scheduler.finish_validation(version.idx, aborted)
+    }
+
+    /// Layers the published outputs that follow those already merged, in order, unless
+    /// another worker is at it.
+    fn merge_published(&self) {
+        let Some(mut merged) = super::try_lock(&self.merged) else {
+            return;
+        };
+        if merged.stale {
+            return;
+        }
+        if let Some(last) = merged.batches.last() {
+            let idx = merged.batches.len() - 1;
+            if !lock(&self.published[idx])
+                .as_ref()
+                .is_some_and(|out| Arc::ptr_eq(out, last))
+            {
+                merged.stale = true;
+                return;
+            }
+        }
+        while merged.batches.len() < self.ranges.len() {
+            let Some(out) = lock(&self.published[merged.batches.len()]).clone() else {
+                break;
+            };
+            if merged.batches.is_empty() {
+                merged.diff.accounts.reserve(2 * self.txs.len());
+            }
+            for (address, change) in &out.output.diff.accounts {
+                match merged.diff.accounts.entry(*address) {
+                    Entry::Occupied(mut e) if !change.storage_cleared => {
+                        let e = e.get_mut();
+                        e.info = change.info;
+                        e.storage
+                            .extend(change.storage.iter().map(|(k, v)| (*k, *v)));
+                    }
+                    Entry::Occupied(mut e) => {
+                        *e.get_mut() = change.clone();
+                    }
+                    Entry::Vacant(e) => {
+                        e.insert(change.clone());
+                    }
+                }
+            }
+            merged
+                .diff
+                .codes
+                .extend(out.output.diff.codes.iter().map(|(h, c)| (*h, c.clone())));
+            if let Some(fees) = &out.fees {
+                self.credit_fees(&mut merged.diff, fees);
+            }
+            merged.batches.push(out);
+        }
+    }
+
+    /// The block from its batches' outputs: receipts with the gas of the batches below added,
+    /// the diffs layered in order with each batch's noted fees credited after its changes.
+    fn assemble(&self) -> Result<BlockOutput, Halt> {
+        let mut outcomes = Vec::with_capacity(self.txs.len());
+        let mut gas_used = 0u64;
+        let Merged {
+            mut diff,
+            batches,
+            stale,
+        } = std::mem::take(&mut *lock(&self.merged));
+        // How many leading batches `diff` holds in their final form: all it merged, or none if
+        // one of them was run again since.
+        let current = batches.iter().zip(&self.published).all(|(merged, slot)| {
+            lock(slot)
+                .as_ref()
+                .is_some_and(|out| Arc::ptr_eq(out, merged))
+        });
+        let kept = if stale || !current { 0 } else { batches.len() };
+        drop(batches);
+        if kept == 0 {
+            diff = StateDiff::default();
+        }
+        for (idx, range) in self.ranges.iter().enumerate() {
+            let out = lock(&self.published[idx])
+                .take()
+                .and_then(Arc::into_inner)
+                .ok_or(Halt::Fallback("a batch's output is missing"))?;
+            for (tx, mut outcome) in self.txs[range.clone()].iter().zip(out.output.outcomes) {
+                let gas_limit = tx.envelope.gas_limit();
+                if gas_limit > self.env.gas_limit - gas_used {
+                    // Rejected in its place in the block: the sequential executor says so.
+                    return Err(Halt::Fallback("a transaction does not fit the block's gas"));
+                }
+                if let TxOutcome::Included(receipt) = &mut outcome {
+                    gas_used += receipt.gas_used;
+                    receipt.cumulative_gas_used = gas_used;
+                }
+                outcomes.push(outcome);
+            }
+            if idx < kept {
+                continue;
+            }
+            if idx == 0 {
+                diff = out.output.diff;
+            } else {
+                diff.merge(out.output.diff);
+            }
+            if let Some(fees) = out.fees {
+                self.credit_fees(&mut diff, &fees);
+            }
+        }
+        Ok(BlockOutput {
+            outcomes,
+            diff,
+            gas_used,
+        })
+    }
+
+    /// Credits `fees` to the fee recipient in `diff`, as the sequential executor's overlay
+    /// credits and then writes them (`Overlay::credit_fee`, `Overlay::flush_fees`): a zero
+    /// fee to an empty account deletes it (EIP-161), storage and all.
+    fn credit_fees(&self, diff: &mut StateDiff, fees: &[U256]) {
+        let address = self.env.beneficiary;
+        let mut now = match diff.accounts.get(&address) {
+            Some(change) => change.info,
+            None => self.beneficiary_before,
+        };
+        let mut changed = false;
+        let mut cleared = false;
+        for fee in fees {
+            let after = credit_fee(now, *fee, self.state_clear);
+            if after != now {
+                changed = true;
+                cleared |= after.is_none();
+                now = after;
+            }
+        }
+        if !changed {
+            return;
+        }
+        match diff.accounts.entry(address) {
+            Entry::Occupied(mut existing) if !cleared => existing.get_mut().info = now,
+            entry => {
+                entry.insert_entry(AccountChange {
+                    info: now,
+                    storage_cleared: cleared,
+                    storage: Default::default(),
+                });
+            }
+        }
+    }
+}
+
+impl From<ExecError> for Halt {
+    fn from(e: ExecError) -> Self {
+        Halt::Error(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_cover_the_block_in_order() {
+        for n in [1, 2, 3, 15, 16, 17, 100, 145, 1000, 4097, 10_000, 100_000] {
+            for threads in [1, 2, 4, 8] {
+                let ranges = batch_ranges(n, threads);
+                assert_eq!(ranges.first().unwrap().start, 0, "{n} {threads}");
+                assert_eq!(ranges.last().unwrap().end, n, "{n} {threads}");
+                assert!(ranges.windows(2).all(|w| w[0].end == w[1].start));
+                assert!(ranges.iter().all(|r| !r.is_empty() && r.len() <= MAX_BATCH));
+            }
+        }
+        let sizes: Vec<usize> = batch_ranges(10_000, 2).iter().map(|r| r.len()).collect();
+        assert_eq!(sizes[0], 16);
+        assert_eq!(sizes[sizes.len() - 1], 16);
+        assert!(sizes.len() < 32, "{sizes:?}");
+    }
+
+    #[test]
+    fn a_filter_holds_what_was_written() {
+        let mut diff = StateDiff::default();
+        let a = Address::repeat_byte(1);
+        let mut change = AccountChange {
+            info: Some(Account::default()),
+            ..Default::default()
+        };
+        change.storage.insert(U256::from(7), U256::from(1));
+        diff.accounts.insert(a, change);
+        let filter = Filter::of(&diff);
+        let key = account_key(&a);
+        assert!(filter.may_hold(key));
+        assert!(filter.may_hold(slot_key(key, &U256::from(7))));
+        assert!(!filter.may_hold(cleared_key(key)));
+        let misses = (0..1000u64)
+            .filter(|i| filter.may_hold(slot_key(key, &U256::from(1000 + i))))
+            .count();
+        assert!(misses < 10, "{misses} of 1000 unwritten slots look written");
+    }
+}
