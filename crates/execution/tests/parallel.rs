@@ -688,3 +688,56 @@ fn contended_block_falls_back_with_the_same_output() {
         assert_eq!(first_difference(&sequential, &output), None);
     }
 }
+
+/// A block of more than `ParallelConfig::DEFAULT_BATCHES_FROM` transactions, as the node runs
+/// it: Block-STM over batches (which may give up on contention: six senders' nonce chains run
+/// through every batch), and forced to finish over batches alone, both with the sequential
+/// executor's output.
+#[test]
+fn large_block_runs_over_batches_with_the_same_output() {
+    let kinds = |i: usize| match i % 5 {
+        0 => Action::Transfer {
+            to: (i * 7 % 256) as u8,
+            value: 1_000 + i as u64,
+        },
+        1 | 3 => Action::Erc20 {
+            to: (i * 13 % 256) as u8,
+            amount: i as u64 % 50,
+        },
+        2 if i % 300 == 2 => Action::ReadCoinbase,
+        2 => Action::Revert,
+        _ => Action::Hash {
+            input: i as u8,
+            gas_limit: 60_000,
+        },
+    };
+    let actions: Vec<_> = (0..ParallelConfig::DEFAULT_BATCHES_FROM + 76)
+        .map(|i| (i % SENDERS, kinds(i), (i % 3) as u64))
+        .collect();
+    let pre = pre_state(Recipient::Funded);
+    let txs = block_txs(&actions, Fork::Prague);
+    let rules = ChainRules {
+        chain_id: 1,
+        fork: Fork::Prague,
+    };
+    let sequential = execute_block(&rules, &env(), &txs, &pre).unwrap();
+    assert!(sequential.outcomes.iter().all(|o| o.receipt().is_some()));
+    let (output, stats) = execute_block_parallel_with_stats(
+        &rules,
+        &env(),
+        &txs,
+        &pre,
+        ParallelConfig::with_threads(2),
+    )
+    .unwrap();
+    assert!(
+        matches!(stats.fallback, None | Some("contention")),
+        "{stats:?}"
+    );
+    assert_eq!(first_difference(&sequential, &output), None);
+    let (output, stats) =
+        execute_block_parallel_with_stats(&rules, &env(), &txs, &pre, ParallelConfig::batched(2))
+            .unwrap();
+    assert_eq!(stats.fallback, None);
+    assert_eq!(first_difference(&sequential, &output), None);
+}
