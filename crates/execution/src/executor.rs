@@ -275,6 +275,19 @@ impl<'a, S: StateView + ?Sized> Overlay<'a, S> {
             log.push(fee);
             return Ok(());
         }
+        if let Some(PendingFees {
+            account: Some(account),
+            ..
+        }) = &mut self.fees
+        {
+            if !account.balance.is_zero() {
+                // Credited before and not empty: a credit only adds, in place, without the
+                // copies and comparisons below (a block of small transactions credits one
+                // after another).
+                account.balance += fee;
+                return Ok(());
+            }
+        }
         let (now, cleared) = match self.fees {
             Some(pending) => (pending.account, pending.cleared),
             None => (self.account(&self.beneficiary)?, false),
