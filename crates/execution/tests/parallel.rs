@@ -13,7 +13,8 @@ use secp256k1::{ecdsa::RecoverableSignature, Message, PublicKey, SecretKey};
 use std::{path::PathBuf, sync::OnceLock};
 use tessera_execution::{
     execute_block, execute_block_parallel_with_stats, execute_block_reference, first_difference,
-    intrinsic_gas, mem::MemState, BlockEnv, ChainRules, Fork, ParallelConfig, RecoveredTx,
+    intrinsic_gas, mem::MemState, BlockEnv, BlockOutput, ChainRules, Fork, ParallelConfig,
+    RecoveredTx,
 };
 use tessera_primitives::{Account, EMPTY_CODE_HASH};
 
@@ -652,6 +653,20 @@ fn a_different_block_is_noticed() {
     assert!(first_difference(&left, &left).is_none());
 }
 
+/// `actions` as a Prague block on the funded pre-state, with the sequential executor's output.
+fn prague_block(
+    actions: &[(usize, Action, u64)],
+) -> (ChainRules, MemState, Vec<RecoveredTx>, BlockOutput) {
+    let pre = pre_state(Recipient::Funded);
+    let txs = block_txs(actions, Fork::Prague);
+    let rules = ChainRules {
+        chain_id: 1,
+        fork: Fork::Prague,
+    };
+    let sequential = execute_block(&rules, &env(), &txs, &pre).unwrap();
+    (rules, pre, txs, sequential)
+}
+
 /// A block where every transaction writes one slot, as the node runs it: Block-STM may give up
 /// on it for the sequential executor part way (when it does depends on timing), and the output
 /// is the same either way; with the fallback off, Block-STM finishes it alone.
@@ -660,13 +675,7 @@ fn contended_block_falls_back_with_the_same_output() {
     let actions: Vec<_> = (0..400)
         .map(|i| (i % SENDERS, Action::Counter, 1))
         .collect();
-    let pre = pre_state(Recipient::Funded);
-    let txs = block_txs(&actions, Fork::Prague);
-    let rules = ChainRules {
-        chain_id: 1,
-        fork: Fork::Prague,
-    };
-    let sequential = execute_block(&rules, &env(), &txs, &pre).unwrap();
+    let (rules, pre, txs, sequential) = prague_block(&actions);
     let node = ParallelConfig {
         min_txs: 0,
         ..ParallelConfig::with_threads(2)
@@ -714,13 +723,7 @@ fn large_block_runs_over_batches_with_the_same_output() {
     let actions: Vec<_> = (0..ParallelConfig::DEFAULT_BATCHES_FROM + 76)
         .map(|i| (i % SENDERS, kinds(i), (i % 3) as u64))
         .collect();
-    let pre = pre_state(Recipient::Funded);
-    let txs = block_txs(&actions, Fork::Prague);
-    let rules = ChainRules {
-        chain_id: 1,
-        fork: Fork::Prague,
-    };
-    let sequential = execute_block(&rules, &env(), &txs, &pre).unwrap();
+    let (rules, pre, txs, sequential) = prague_block(&actions);
     assert!(sequential.outcomes.iter().all(|o| o.receipt().is_some()));
     let (output, stats) = execute_block_parallel_with_stats(
         &rules,

@@ -26,12 +26,12 @@
 //! wasted) and end small (so that the workers finish together).
 
 use super::{
-    helpers, lock,
-    scheduler::{Claim, Scheduler, Task, Version},
+    lock, on_workers,
+    scheduler::{Scheduler, Task, Version},
     Halt,
 };
 use crate::{
-    executor::{execute_txs, BlockOutput, ExecError, TxOutcome},
+    executor::{execute_txs, BlockOutput, TxOutcome},
     state::{StateError, StateView},
     transfer::credit_fee,
     BlockEnv, ChainRules, ParallelStats, RecoveredTx,
@@ -379,17 +379,12 @@ pub(super) fn execute(
         aborts: AtomicUsize::new(0),
         contention_fallback,
     };
-    if threads > 1 {
-        helpers(threads - 1)?.in_place_scope(|s| {
-            for _ in 1..threads {
-                let run = &run;
-                s.spawn(move |_| run.work());
-            }
-            run.work();
-        });
-    } else {
-        run.work();
-    }
+    on_workers(threads, |_| {
+        run.scheduler.work(|task| match task {
+            Task::Execute(version) => run.try_execute(version),
+            Task::Validate(version) => run.validate(version),
+        })
+    })?;
     stats.executions = run.executions.load(Ordering::Relaxed);
     stats.aborts = run.aborts.load(Ordering::Relaxed);
     if let Some(halt) = lock(&run.halt).take() {
@@ -415,30 +410,6 @@ impl Run<'_> {
     fn stop(&self, halt: Halt) {
         lock(&self.halt).get_or_insert(halt);
         self.scheduler.halt();
-    }
-
-    fn work(&self) {
-        let mut task = None;
-        let mut claim = Claim::default();
-        let mut idle = 0u32;
-        while !self.scheduler.done() {
-            task = match task {
-                Some(Task::Execute(version)) => self.try_execute(version),
-                Some(Task::Validate(version)) => self.validate(version),
-                None => {
-                    let next = self.scheduler.next_task(&mut claim);
-                    if next.is_some() {
-                        idle = 0;
-                    } else if idle < 64 {
-                        idle += 1;
-                        std::hint::spin_loop();
-                    } else {
-                        std::thread::yield_now();
-                    }
-                    next
-                }
-            };
-        }
     }
 
     /// The published outputs of the batches below `idx`.
@@ -617,17 +588,10 @@ impl Run<'_> {
             if merged.batches.is_empty() {
                 merged.diff.accounts.reserve(2 * self.txs.len());
             }
+            // Entry by entry rather than `StateDiff::merge` of a clone: no second table.
             for (address, change) in &out.output.diff.accounts {
                 match merged.diff.accounts.entry(*address) {
-                    Entry::Occupied(mut e) if !change.storage_cleared => {
-                        let e = e.get_mut();
-                        e.info = change.info;
-                        e.storage
-                            .extend(change.storage.iter().map(|(k, v)| (*k, *v)));
-                    }
-                    Entry::Occupied(mut e) => {
-                        *e.get_mut() = change.clone();
-                    }
+                    Entry::Occupied(mut e) => e.get_mut().merge(change.clone()),
                     Entry::Vacant(e) => {
                         e.insert(change.clone());
                     }
@@ -734,12 +698,6 @@ impl Run<'_> {
                 });
             }
         }
-    }
-}
-
-impl From<ExecError> for Halt {
-    fn from(e: ExecError) -> Self {
-        Halt::Error(e)
     }
 }
 

@@ -61,7 +61,7 @@ use revm::{
     primitives::hardfork::SpecId,
     Context, ExecuteEvm,
 };
-use scheduler::{Claim, Scheduler, Task, Version};
+use scheduler::{Scheduler, Task, Version};
 use std::{
     collections::HashMap,
     marker::PhantomData,
@@ -252,6 +252,23 @@ fn helpers(count: usize) -> Result<Arc<rayon::ThreadPool>, Halt> {
     let pool = Arc::new(pool);
     pools.insert(count, pool.clone());
     Ok(pool)
+}
+
+/// Runs `work` on `threads` workers, the calling thread (worker 0) among them, and returns when
+/// all have.
+fn on_workers(threads: usize, work: impl Fn(usize) + Sync) -> Result<(), Halt> {
+    if threads <= 1 {
+        work(0);
+        return Ok(());
+    }
+    helpers(threads - 1)?.in_place_scope(|s| {
+        for worker in 1..threads {
+            let work = &work;
+            s.spawn(move |_| work(worker));
+        }
+        work(0);
+    });
+    Ok(())
 }
 
 /// Why the parallel run stopped short.
@@ -495,17 +512,7 @@ fn block_stm(
         joined: AtomicUsize::new(0),
         assembled: Mutex::new(None),
     };
-    if config.threads > 1 {
-        helpers(config.threads - 1)?.in_place_scope(|s| {
-            for worker in 1..config.threads {
-                let run = &run;
-                s.spawn(move |_| run.work(worker));
-            }
-            run.work(0);
-        });
-    } else {
-        run.work(0);
-    }
+    on_workers(config.threads, |worker| run.work(worker))?;
     stats.executions = run.executions.total();
     stats.aborts = run.aborts.load(Ordering::Relaxed);
     if let Some(halt) = lock(&run.halt).take() {
@@ -548,31 +555,10 @@ impl Run<'_> {
                 .insert_instruction(SSTORE, Instruction::new(eip1283_sstore), 0);
         }
         crate::keccak::install(&mut evm.instruction);
-        let mut task = None;
-        let mut claim = Claim::default();
-        let mut idle = 0u32;
-        while !self.scheduler.done() {
-            task = match task {
-                Some(Task::Execute(version)) => self.try_execute(&mut evm, version, worker),
-                Some(Task::Validate(version)) => self.validate(version),
-                None => {
-                    let next = self.scheduler.next_task(&mut claim);
-                    if next.is_some() {
-                        idle = 0;
-                    } else if idle < 64 {
-                        // Usually another worker is about to finish the transaction this one
-                        // could not take yet: a moment, not a system call.
-                        idle += 1;
-                        std::hint::spin_loop();
-                    } else {
-                        // Others hold the remaining work; with more workers than cores,
-                        // spinning would take the core from the one that could finish it.
-                        std::thread::yield_now();
-                    }
-                    next
-                }
-            };
-        }
+        self.scheduler.work(|task| match task {
+            Task::Execute(version) => self.try_execute(&mut evm, version, worker),
+            Task::Validate(version) => self.validate(version),
+        });
         if lock(&self.halt).is_none() {
             if caller {
                 let assembled = self.assemble();

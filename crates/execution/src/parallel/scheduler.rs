@@ -52,7 +52,7 @@ pub(crate) enum Task {
 
 /// The indices one worker claimed and has not yet turned into tasks.
 #[derive(Debug, Default)]
-pub(crate) struct Claim {
+struct Claim {
     validate: bool,
     next: TxIdx,
     end: TxIdx,
@@ -199,7 +199,7 @@ impl Scheduler {
     }
 
     /// The next task, or `None` when there is nothing to do right now.
-    pub(crate) fn next_task(&self, claim: &mut Claim) -> Option<Task> {
+    fn next_task(&self, claim: &mut Claim) -> Option<Task> {
         loop {
             while claim.next < claim.end {
                 let idx = claim.next;
@@ -226,6 +226,35 @@ impl Scheduler {
             claim.counted = false;
             self.check_done();
             return None;
+        }
+    }
+
+    /// One worker's loop: runs `task` on each task it takes (which may hand back a follow-up)
+    /// until the block is done.
+    pub(crate) fn work(&self, mut task: impl FnMut(Task) -> Option<Task>) {
+        let mut next = None;
+        let mut claim = Claim::default();
+        let mut idle = 0u32;
+        while !self.done() {
+            next = match next {
+                Some(t) => task(t),
+                None => {
+                    let next = self.next_task(&mut claim);
+                    if next.is_some() {
+                        idle = 0;
+                    } else if idle < 64 {
+                        // Usually another worker is about to finish the transaction this one
+                        // could not take yet: a moment, not a system call.
+                        idle += 1;
+                        std::hint::spin_loop();
+                    } else {
+                        // Others hold the remaining work; with more workers than cores,
+                        // spinning would take the core from the one that could finish it.
+                        std::thread::yield_now();
+                    }
+                    next
+                }
+            };
         }
     }
 
