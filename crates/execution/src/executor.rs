@@ -11,7 +11,7 @@ use crate::{
 };
 use alloy_consensus::Transaction as _;
 use alloy_primitives::{
-    map::{AddressMap, AddressSet, HashMap},
+    map::{AddressMap, AddressSet, B256Map, HashMap},
     Address, Bloom, Bytes, B256, U256,
 };
 use revm::{
@@ -219,7 +219,7 @@ pub(crate) struct Overlay<'a, S: ?Sized> {
     /// (that would take a hash collision), so not checked.
     sender: Address,
     /// Analysed bytecode by hash: revm asks again in every transaction.
-    codes: HashMap<B256, Bytecode>,
+    codes: CodeCache,
     /// The block's fee recipient, whose fees are credited here rather than by revm.
     beneficiary: Address,
     /// EIP-161: a touched empty account is deleted.
@@ -260,7 +260,7 @@ impl<'a, S: StateView + ?Sized> Overlay<'a, S> {
             view_has_storage: AddressMap::default(),
             storage_collisions: AddressSet::default(),
             sender: Address::ZERO,
-            codes: HashMap::default(),
+            codes: CodeCache::default(),
             beneficiary,
             state_clear,
             fees: None,
@@ -435,12 +435,11 @@ impl<S: StateView + ?Sized> Database for Overlay<'_, S> {
 
     fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, StateError> {
         let (view, diff) = (self.view, &self.diff);
-        cached_code(&mut self.codes, code_hash, || {
-            match diff.codes.get(&code_hash) {
+        self.codes
+            .get(code_hash, || match diff.codes.get(&code_hash) {
                 Some(b) => Ok(Some(b.clone())),
                 None => view.code(&code_hash),
-            }
-        })
+            })
     }
 
     fn storage(&mut self, address: Address, slot: U256) -> Result<U256, StateError> {
@@ -594,30 +593,52 @@ pub(crate) fn account_info(a: Account) -> AccountInfo {
     }
 }
 
-/// Analysed bytecode for `code_hash`: from `cache` (one executor's, for one block), from the
-/// analysed code kept across blocks, or fetched, analysed and kept in both.
-pub(crate) fn cached_code(
-    cache: &mut HashMap<B256, Bytecode>,
-    code_hash: B256,
-    fetch: impl FnOnce() -> Result<Option<Bytes>, StateError>,
-) -> Result<Bytecode, StateError> {
-    if code_hash == KECCAK_EMPTY {
-        return Ok(Bytecode::default());
-    }
-    if let Some(code) = cache.get(&code_hash) {
-        return Ok(code.clone());
-    }
-    let code = match AnalysedCode::get(&code_hash) {
-        Some(code) => code,
-        None => {
-            let bytes = fetch()?.ok_or_else(|| StateError(format!("code {code_hash} missing")))?;
-            let code = analyse(bytes);
-            AnalysedCode::insert(code_hash, &code);
-            code
+/// Analysed bytecode by hash, for one executor and one block: revm asks for the code of every
+/// contract a transaction calls, in every transaction. The code handed out last is kept beside
+/// the map: transactions in a row often call the same contract (a token, a pool, a counter),
+/// and comparing two hashes costs less than hashing one.
+#[derive(Default)]
+pub(crate) struct CodeCache {
+    last: Option<(B256, Bytecode)>,
+    codes: B256Map<Bytecode>,
+}
+
+impl CodeCache {
+    /// Analysed bytecode for `code_hash`: from here, from the analysed code kept across
+    /// blocks, or fetched, analysed and kept in both.
+    pub(crate) fn get(
+        &mut self,
+        code_hash: B256,
+        fetch: impl FnOnce() -> Result<Option<Bytes>, StateError>,
+    ) -> Result<Bytecode, StateError> {
+        if code_hash == KECCAK_EMPTY {
+            return Ok(Bytecode::default());
         }
-    };
-    cache.insert(code_hash, code.clone());
-    Ok(code)
+        if let Some((hash, code)) = &self.last {
+            if *hash == code_hash {
+                return Ok(code.clone());
+            }
+        }
+        let code = match self.codes.get(&code_hash) {
+            Some(code) => code.clone(),
+            None => {
+                let code = match AnalysedCode::get(&code_hash) {
+                    Some(code) => code,
+                    None => {
+                        let bytes = fetch()?
+                            .ok_or_else(|| StateError(format!("code {code_hash} missing")))?;
+                        let code = analyse(bytes);
+                        AnalysedCode::insert(code_hash, &code);
+                        code
+                    }
+                };
+                self.codes.insert(code_hash, code.clone());
+                code
+            }
+        };
+        self.last = Some((code_hash, code.clone()));
+        Ok(code)
+    }
 }
 
 /// Analysed bytecode kept from block to block, by code hash. Code never changes under its hash,
@@ -979,5 +1000,36 @@ pub(crate) fn receipt_from(
         logs,
         contract_address,
         output,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The code last handed out is kept beside the map: asking for another and then for it
+    /// again must give each its own code, fetching each once.
+    #[test]
+    fn the_code_cache_hands_out_the_code_asked_for() {
+        let codes: Vec<Bytes> = (0u8..3).map(|i| Bytes::from(vec![0x60, i, 0x00])).collect();
+        let hashes: Vec<B256> = codes.iter().map(alloy_primitives::keccak256).collect();
+        let mut cache = CodeCache::default();
+        let fetched = std::cell::Cell::new(0);
+        for i in [0, 0, 1, 0, 2, 1, 1, 2, 0] {
+            let code = cache
+                .get(hashes[i], || {
+                    fetched.set(fetched.get() + 1);
+                    Ok(Some(codes[i].clone()))
+                })
+                .unwrap();
+            assert_eq!(code.original_bytes(), codes[i], "code {i}");
+        }
+        // Fetched at most once each: the analysed code kept across blocks may hold them from
+        // another test already.
+        assert!(fetched.get() <= 3, "fetched {} times", fetched.get());
+        assert_eq!(
+            cache.get(KECCAK_EMPTY, || unreachable!()).unwrap(),
+            Bytecode::default()
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 use super::mv::{AccountRead, Blocked, Fee, MvMemory, ShapeRead, StorageRead, TxIdx};
 use crate::{
-    executor::{account_info, cached_code},
+    executor::{account_info, CodeCache},
     state::{StateError, StateView},
     transfer::credit_fee,
 };
@@ -100,7 +100,7 @@ pub(crate) struct TxDb<'a> {
     pub lazy_used: bool,
     pub reads: Vec<Read>,
     /// Analysed bytecode by hash, kept across this worker's transactions.
-    codes: HashMap<B256, Bytecode>,
+    codes: CodeCache,
     /// `view.has_storage`, which does not change during the block.
     has_storage: HashMap<Address, bool>,
 }
@@ -114,7 +114,7 @@ impl<'a> TxDb<'a> {
             lazy_recipient: None,
             lazy_used: false,
             reads: Vec::new(),
-            codes: HashMap::default(),
+            codes: CodeCache::default(),
             has_storage: HashMap::default(),
         }
     }
@@ -214,12 +214,12 @@ impl Database for TxDb<'_> {
 
     fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, DbError> {
         let block = self.block;
-        Ok(cached_code(&mut self.codes, code_hash, || {
-            match block.mv.code(&code_hash) {
+        Ok(self
+            .codes
+            .get(code_hash, || match block.mv.code(&code_hash) {
                 Some(b) => Ok(Some(b)),
                 None => block.view.code(&code_hash),
-            }
-        })?)
+            })?)
     }
 
     fn storage(&mut self, address: Address, slot: U256) -> Result<U256, DbError> {
