@@ -14,5 +14,6 @@ pub use alloy_primitives::{keccak256, Address, Bloom, Bytes, Log, LogData, B256,
 pub use block::{Header, Receipt, TxStatus};
 pub use ids::{shard_of, Height, Round, ShardId};
 pub use state::{
-    Account, AccountChange, StateDiff, StorageChanges, EMPTY_CODE_HASH, EMPTY_ROOT_HASH,
+    Account, AccountChange, SlotHashing, StateDiff, StorageChanges, EMPTY_CODE_HASH,
+    EMPTY_ROOT_HASH,
 };
