@@ -15,7 +15,8 @@
 //! Why: Block-STM's per-transaction bookkeeping (a multi-version entry per write, a kept read
 //! per read, locks per transaction) cost a third of a transaction's execution on blocks of
 //! independent token transfers, so two workers gained little over one sequential run. Per
-//! batch, the bookkeeping is one output, one list of reads from outside, and a bit filter.
+//! batch, the bookkeeping is one output, one list of reads from outside, and its bit in an
+//! index of which batches may have written which locations ([`Writers`]).
 //!
 //! The fee recipient: each batch notes its fees instead of reading the account (see
 //! `Overlay::fee_log`), so batches do not all depend on each other through it. A batch that does
@@ -43,14 +44,14 @@ use std::{
     collections::hash_map::Entry,
     ops::Range,
     sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
     },
 };
 use tessera_primitives::{Account, AccountChange, StateDiff};
 
-/// The largest batch: large enough that a batch's fixed costs (an EVM context, a diff, a
-/// filter) are small against its transactions.
+/// The largest batch: large enough that a batch's fixed costs (an EVM context, a diff) are
+/// small against its transactions.
 const MAX_BATCH: usize = 1024;
 
 /// The batches `n` transactions are cut into for `threads` workers: doubling from a small first
@@ -80,36 +81,82 @@ pub(super) fn batch_ranges(n: usize, threads: usize) -> Vec<Range<usize>> {
         .collect()
 }
 
-/// A set of locations, as bits: says for certain that a batch did not write a location, so
-/// that a read looks into the diffs of only those lower batches that may have written it.
-struct Filter(Box<[u64]>);
+/// Which batches may have written which locations: one bit per batch in each of `2^BUCKET_BITS`
+/// buckets of location keys. It says for certain that a batch did not write a location, so that
+/// a read looks into the diffs of only those lower batches that may have written it, and finds
+/// them in one load per 64 batches rather than one test per batch. Bits are only ever set: an
+/// incarnation that no longer writes a location its previous one wrote leaves the bit, which
+/// costs a lookup that finds nothing, never a wrong answer.
+struct Writers {
+    /// Words of bits per bucket: one per 64 batches.
+    words: usize,
+    /// Bucket-major: bucket `b`'s words are `bits[b * words..(b + 1) * words]`.
+    bits: Box<[AtomicU64]>,
+}
 
-impl Filter {
-    const BITS: usize = 1 << 16;
+impl Writers {
+    const BUCKET_BITS: u32 = 16;
 
-    fn of(diff: &StateDiff) -> Self {
-        let mut filter = Filter(vec![0; Self::BITS / 64].into_boxed_slice());
+    fn new(batches: usize) -> Self {
+        let words = batches.div_ceil(64).max(1);
+        Writers {
+            words,
+            bits: (0..words << Self::BUCKET_BITS)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        }
+    }
+
+    fn start(&self, key: u64) -> usize {
+        (key >> (64 - Self::BUCKET_BITS)) as usize * self.words
+    }
+
+    /// Notes the locations `diff` writes as written by `batch`. Ordered before the output is
+    /// published (under its slot's lock), so a batch that finds the output sees the bits.
+    fn record(&self, batch: usize, diff: &StateDiff) {
         for (address, change) in &diff.accounts {
             let key = account_key(address);
-            filter.insert(key);
+            self.insert(batch, key);
             if change.storage_cleared || change.info.is_none() {
-                filter.insert(cleared_key(key));
+                self.insert(batch, cleared_key(key));
             }
             for slot in change.storage.keys() {
-                filter.insert(slot_key(key, slot));
+                self.insert(batch, slot_key(key, slot));
             }
         }
-        filter
     }
 
-    fn insert(&mut self, key: u64) {
-        let bit = (key >> 48) as usize;
-        self.0[bit / 64] |= 1 << (bit % 64);
+    fn insert(&self, batch: usize, key: u64) {
+        let word = &self.bits[self.start(key) + batch / 64];
+        let bit = 1 << (batch % 64);
+        // Usually set already (by another location in the bucket, or by an earlier
+        // incarnation): a load is cheaper than a read-modify-write.
+        if word.load(Ordering::Relaxed) & bit == 0 {
+            word.fetch_or(bit, Ordering::Relaxed);
+        }
     }
 
-    fn may_hold(&self, key: u64) -> bool {
-        let bit = (key >> 48) as usize;
-        self.0[bit / 64] & (1 << (bit % 64)) != 0
+    /// The batches below `below` that may have written a location with one of `keys`, highest
+    /// first.
+    fn below<const K: usize>(
+        &self,
+        keys: [u64; K],
+        below: usize,
+    ) -> impl Iterator<Item = usize> + '_ {
+        let starts = keys.map(|key| self.start(key));
+        (0..below.div_ceil(64)).rev().flat_map(move |word| {
+            let mut mask = starts.iter().fold(0u64, |mask, start| {
+                mask | self.bits[start + word].load(Ordering::Relaxed)
+            });
+            if word == below / 64 {
+                mask &= (1 << (below % 64)) - 1;
+            }
+            std::iter::from_fn(move || {
+                let top = 63_usize.checked_sub(mask.leading_zeros() as usize)?;
+                mask &= !(1 << top);
+                Some(word * 64 + top)
+            })
+        })
     }
 }
 
@@ -146,24 +193,23 @@ struct BatchOut {
     fees: Option<Vec<U256>>,
     /// What it read from outside itself, to validate.
     reads: Vec<Read>,
-    filter: Filter,
     /// Aborted: what it wrote is an estimate until it has run again.
     estimate: AtomicBool,
 }
 
-/// A value a batch read from outside itself, with where it found it: `from` is the lower batch
-/// whose output held it, `None` the state before the block.
+/// A value a batch read from outside itself; `before` if it was the state before the block
+/// (no lower batch's output held it).
 #[derive(Clone, Copy)]
 enum Read {
     Account {
         address: Address,
-        from: Option<usize>,
+        before: bool,
         value: Option<Account>,
     },
     Storage {
         address: Address,
         slot: U256,
-        from: Option<usize>,
+        before: bool,
         value: U256,
     },
     /// The fee recipient, with every lower batch's changes and fees applied.
@@ -172,52 +218,65 @@ enum Read {
 
 /// Where a location's value comes from, for a batch.
 enum Found<T> {
-    Batch(usize, T),
+    Batch(T),
     Before,
     /// The highest lower batch that wrote it was aborted: wait for it.
     Estimate(usize),
 }
 
-/// The lower batches' published outputs as one batch sees them, in batch order.
-type Lower = Vec<(usize, Arc<BatchOut>)>;
-
-fn find_account(lower: &Lower, address: &Address) -> Found<Option<Account>> {
-    let key = account_key(address);
-    for (idx, out) in lower.iter().rev() {
-        if !out.filter.may_hold(key) {
-            continue;
-        }
-        if let Some(change) = out.output.diff.accounts.get(address) {
-            if out.estimate.load(Ordering::Acquire) {
-                return Found::Estimate(*idx);
-            }
-            return Found::Batch(*idx, change.info);
-        }
-    }
-    Found::Before
+/// The lower batches' outputs as one batch sees them: `outs[i]` is batch `i`'s, if it had
+/// published one when the batch looked.
+struct Lower<'r> {
+    writers: &'r Writers,
+    outs: Vec<Option<Arc<BatchOut>>>,
 }
 
-fn find_storage(lower: &Lower, address: &Address, slot: &U256) -> Found<U256> {
-    let key = account_key(address);
-    let (slot_key, cleared_key) = (slot_key(key, slot), cleared_key(key));
-    for (idx, out) in lower.iter().rev() {
-        if !out.filter.may_hold(slot_key) && !out.filter.may_hold(cleared_key) {
-            continue;
-        }
-        let Some(change) = out.output.diff.accounts.get(address) else {
-            continue;
-        };
-        let value = match change.storage.get(slot) {
-            Some(v) => *v,
-            None if change.storage_cleared || change.info.is_none() => U256::ZERO,
-            None => continue,
-        };
-        if out.estimate.load(Ordering::Acquire) {
-            return Found::Estimate(*idx);
-        }
-        return Found::Batch(*idx, value);
+impl Lower<'_> {
+    /// The published outputs, in batch order.
+    fn published(&self) -> impl DoubleEndedIterator<Item = (usize, &BatchOut)> {
+        self.outs
+            .iter()
+            .enumerate()
+            .filter_map(|(idx, out)| Some((idx, &**out.as_ref()?)))
     }
-    Found::Before
+
+    /// The published outputs that may hold a location with one of `keys`, highest first.
+    fn may_hold<const K: usize>(&self, keys: [u64; K]) -> impl Iterator<Item = (usize, &BatchOut)> {
+        self.writers
+            .below(keys, self.outs.len())
+            .filter_map(|idx| Some((idx, &**self.outs[idx].as_ref()?)))
+    }
+
+    fn account(&self, address: &Address) -> Found<Option<Account>> {
+        for (idx, out) in self.may_hold([account_key(address)]) {
+            if let Some(change) = out.output.diff.accounts.get(address) {
+                if out.estimate.load(Ordering::Acquire) {
+                    return Found::Estimate(idx);
+                }
+                return Found::Batch(change.info);
+            }
+        }
+        Found::Before
+    }
+
+    fn storage(&self, address: &Address, slot: &U256) -> Found<U256> {
+        let key = account_key(address);
+        for (idx, out) in self.may_hold([slot_key(key, slot), cleared_key(key)]) {
+            let Some(change) = out.output.diff.accounts.get(address) else {
+                continue;
+            };
+            let value = match change.storage.get(slot) {
+                Some(v) => *v,
+                None if change.storage_cleared || change.info.is_none() => U256::ZERO,
+                None => continue,
+            };
+            if out.estimate.load(Ordering::Acquire) {
+                return Found::Estimate(idx);
+            }
+            return Found::Batch(value);
+        }
+        Found::Before
+    }
 }
 
 /// Why a batch's incarnation stopped.
@@ -231,7 +290,7 @@ enum Stop {
 /// sequential executor, and keeps what it handed out.
 struct BatchView<'r, 'a> {
     run: &'r Run<'a>,
-    lower: Lower,
+    lower: Lower<'r>,
     reads: RefCell<Vec<Read>>,
     stop: Cell<Option<Stop>>,
 }
@@ -248,35 +307,35 @@ impl StateView for BatchView<'_, '_> {
         if *address == self.run.env.beneficiary {
             let value = match self.run.beneficiary(&self.lower) {
                 Found::Estimate(idx) => return Err(self.stopped(Stop::Blocked(idx))),
-                Found::Batch(_, value) => value,
+                Found::Batch(value) => value,
                 Found::Before => self.run.beneficiary_before,
             };
             self.reads.borrow_mut().push(Read::Beneficiary(value));
             return Ok(value);
         }
-        let (from, value) = match find_account(&self.lower, address) {
+        let (before, value) = match self.lower.account(address) {
             Found::Estimate(idx) => return Err(self.stopped(Stop::Blocked(idx))),
-            Found::Batch(idx, value) => (Some(idx), value),
-            Found::Before => (None, self.run.view.account(address)?),
+            Found::Batch(value) => (false, value),
+            Found::Before => (true, self.run.view.account(address)?),
         };
         self.reads.borrow_mut().push(Read::Account {
             address: *address,
-            from,
+            before,
             value,
         });
         Ok(value)
     }
 
     fn storage(&self, address: &Address, slot: &U256) -> Result<U256, StateError> {
-        let (from, value) = match find_storage(&self.lower, address, slot) {
+        let (before, value) = match self.lower.storage(address, slot) {
             Found::Estimate(idx) => return Err(self.stopped(Stop::Blocked(idx))),
-            Found::Batch(idx, value) => (Some(idx), value),
-            Found::Before => (None, self.run.view.storage(address, slot)?),
+            Found::Batch(value) => (false, value),
+            Found::Before => (true, self.run.view.storage(address, slot)?),
         };
         self.reads.borrow_mut().push(Read::Storage {
             address: *address,
             slot: *slot,
-            from,
+            before,
             value,
         });
         Ok(value)
@@ -292,7 +351,7 @@ impl StateView for BatchView<'_, '_> {
                 "an account with storage but no nonce or code",
             )))
         };
-        for (_, out) in self.lower.iter().rev() {
+        for (_, out) in self.lower.published().rev() {
             let Some(change) = out.output.diff.accounts.get(address) else {
                 continue;
             };
@@ -312,7 +371,7 @@ impl StateView for BatchView<'_, '_> {
     fn code(&self, code_hash: &B256) -> Result<Option<Bytes>, StateError> {
         // Code is named by its hash: whoever deployed it, it is the same code, so it needs no
         // validation (the account that pointed to it is validated).
-        for (_, out) in self.lower.iter().rev() {
+        for (_, out) in self.lower.published().rev() {
             if let Some(code) = out.output.diff.codes.get(code_hash) {
                 return Ok(Some(code.clone()));
             }
@@ -334,6 +393,7 @@ struct Run<'a> {
     beneficiary_before: Option<Account>,
     state_clear: bool,
     scheduler: Scheduler,
+    writers: Writers,
     published: Vec<Mutex<Option<Arc<BatchOut>>>>,
     merged: Mutex<Merged>,
     halt: Mutex<Option<Halt>>,
@@ -370,6 +430,7 @@ pub(super) fn execute(
         beneficiary_before,
         state_clear: rules.fork >= crate::Fork::SpuriousDragon,
         scheduler: Scheduler::new(ranges.len(), threads),
+        writers: Writers::new(ranges.len()),
         published: ranges.iter().map(|_| Mutex::new(None)).collect(),
         ranges,
         merged: Mutex::default(),
@@ -413,21 +474,23 @@ impl Run<'_> {
     }
 
     /// The published outputs of the batches below `idx`.
-    fn lower(&self, idx: usize) -> Lower {
-        self.published[..idx]
-            .iter()
-            .enumerate()
-            .filter_map(|(i, slot)| lock(slot).clone().map(|out| (i, out)))
-            .collect()
+    fn lower(&self, idx: usize) -> Lower<'_> {
+        Lower {
+            writers: &self.writers,
+            outs: self.published[..idx]
+                .iter()
+                .map(|slot| lock(slot).clone())
+                .collect(),
+        }
     }
 
     /// The fee recipient as a batch above `lower` finds it: `Before` if none of them touched
     /// it.
-    fn beneficiary(&self, lower: &Lower) -> Found<Option<Account>> {
+    fn beneficiary(&self, lower: &Lower<'_>) -> Found<Option<Account>> {
         let address = &self.env.beneficiary;
         let mut now = self.beneficiary_before;
-        let mut last = None;
-        for (idx, out) in lower {
+        let mut found = false;
+        for (idx, out) in lower.published() {
             if let Some(change) = out.output.diff.accounts.get(address) {
                 now = change.info;
             } else if let Some(fees) = &out.fees {
@@ -438,13 +501,14 @@ impl Run<'_> {
                 continue;
             }
             if out.estimate.load(Ordering::Acquire) {
-                return Found::Estimate(*idx);
+                return Found::Estimate(idx);
             }
-            last = Some(*idx);
+            found = true;
         }
-        match last {
-            Some(idx) => Found::Batch(idx, now),
-            None => Found::Before,
+        if found {
+            Found::Batch(now)
+        } else {
+            Found::Before
         }
     }
 
@@ -452,13 +516,16 @@ impl Run<'_> {
         let idx = version.idx;
         loop {
             self.executions.fetch_add(1, Ordering::Relaxed);
+            let txs = &self.txs[self.ranges[idx].clone()];
             let view = BatchView {
                 run: self,
                 lower: self.lower(idx),
-                reads: RefCell::new(Vec::new()),
+                // A transaction reads a few locations from outside its batch: its sender, the
+                // account it calls, a slot or two. Room for them up front saves copying the
+                // list as it grows.
+                reads: RefCell::new(Vec::with_capacity(4 * txs.len())),
                 stop: Cell::new(None),
             };
-            let txs = &self.txs[self.ranges[idx].clone()];
             let result = execute_txs(self.rules, self.env, txs, &view, true, true);
             let BatchView { reads, stop, .. } = view;
             match (result, stop.into_inner()) {
@@ -478,8 +545,8 @@ impl Run<'_> {
                     return None;
                 }
                 (Ok((output, fees)), None) => {
+                    self.writers.record(idx, &output.diff);
                     let out = BatchOut {
-                        filter: Filter::of(&output.diff),
                         output,
                         fees,
                         reads: reads.into_inner(),
@@ -518,22 +585,22 @@ impl Run<'_> {
         out.reads.iter().all(|read| match *read {
             Read::Account {
                 address,
-                from,
+                before,
                 value,
-            } => match find_account(&lower, &address) {
-                Found::Batch(_, now) => now == value,
-                Found::Before if from.is_none() => true,
+            } => match lower.account(&address) {
+                Found::Batch(now) => now == value,
+                Found::Before if before => true,
                 Found::Before => self.view.account(&address).is_ok_and(|now| now == value),
                 Found::Estimate(_) => false,
             },
             Read::Storage {
                 address,
                 slot,
-                from,
+                before,
                 value,
-            } => match find_storage(&lower, &address, &slot) {
-                Found::Batch(_, now) => now == value,
-                Found::Before if from.is_none() => true,
+            } => match lower.storage(&address, &slot) {
+                Found::Batch(now) => now == value,
+                Found::Before if before => true,
                 Found::Before => self
                     .view
                     .storage(&address, &slot)
@@ -541,7 +608,7 @@ impl Run<'_> {
                 Found::Estimate(_) => false,
             },
             Read::Beneficiary(value) => match self.beneficiary(&lower) {
-                Found::Batch(_, now) => now == value,
+                Found::Batch(now) => now == value,
                 Found::Before => self.beneficiary_before == value,
                 Found::Estimate(_) => false,
             },
@@ -723,22 +790,46 @@ mod tests {
     }
 
     #[test]
-    fn a_filter_holds_what_was_written() {
-        let mut diff = StateDiff::default();
+    fn writers_hold_what_was_written() {
         let a = Address::repeat_byte(1);
         let mut change = AccountChange {
             info: Some(Account::default()),
             ..Default::default()
         };
         change.storage.insert(U256::from(7), U256::from(1));
+        let mut diff = StateDiff::default();
         diff.accounts.insert(a, change);
-        let filter = Filter::of(&diff);
+        // Three words of bits per bucket, with a batch in each.
+        let writers = Writers::new(130);
+        for batch in [0, 70, 129] {
+            writers.record(batch, &diff);
+        }
         let key = account_key(&a);
-        assert!(filter.may_hold(key));
-        assert!(filter.may_hold(slot_key(key, &U256::from(7))));
-        assert!(!filter.may_hold(cleared_key(key)));
+        let slot = slot_key(key, &U256::from(7));
+        let below = |keys: &[u64], idx| match *keys {
+            [k] => writers.below([k], idx).collect::<Vec<_>>(),
+            [k, l] => writers.below([k, l], idx).collect(),
+            _ => unreachable!(),
+        };
+        assert_eq!(below(&[key], 130), [129, 70, 0]);
+        assert_eq!(below(&[slot], 130), [129, 70, 0]);
+        assert_eq!(below(&[slot], 129), [70, 0]);
+        assert_eq!(below(&[slot], 71), [70, 0]);
+        assert_eq!(below(&[slot], 70), [0]);
+        assert_eq!(below(&[slot], 64), [0]);
+        assert!(below(&[slot], 0).is_empty());
+        assert!(below(&[cleared_key(key)], 130).is_empty());
+
+        // A deleted account clears its storage: any of its slots may have been written.
+        let mut deleted = StateDiff::default();
+        deleted.accounts.insert(a, AccountChange::default());
+        writers.record(5, &deleted);
+        let other = slot_key(key, &U256::from(8));
+        assert_eq!(below(&[other, cleared_key(key)], 130), [5]);
+        assert_eq!(below(&[slot, cleared_key(key)], 130), [129, 70, 5, 0]);
+
         let misses = (0..1000u64)
-            .filter(|i| filter.may_hold(slot_key(key, &U256::from(1000 + i))))
+            .filter(|i| !below(&[slot_key(key, &U256::from(1000 + i))], 130).is_empty())
             .count();
         assert!(misses < 10, "{misses} of 1000 unwritten slots look written");
     }
