@@ -129,7 +129,7 @@ impl std::hash::Hasher for SlotHasher {
             return;
         }
         for chunk in bytes.chunks(8) {
-            self.hash = folded_multiply(self.hash ^ word(chunk), s2 | 1);
+            self.write_u64(word(chunk));
         }
         self.write_u64(bytes.len() as u64);
     }
