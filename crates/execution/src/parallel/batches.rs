@@ -5,12 +5,14 @@
 //! ([`execute_txs`](crate::executor::execute_txs)), over a view ([`BatchView`]) that reads
 //! each location as the highest lower batch published it, or as the state before the block.
 //! A batch's published output (its receipts and [`StateDiff`]) is its multi-version entry for
-//! every location it wrote; the values stay in that diff instead of being copied into a
-//! version per location, and reads made inside the batch from its own writes are neither
-//! kept nor validated. What the view hands out is kept (location and value) and validated by
-//! resolving it again once lower batches have published; a batch that read a changed value is
-//! aborted, its output becomes an ESTIMATE (a reader of it waits for the re-execution), and it
-//! runs again. The collaborative scheduler is [`super::scheduler`]'s, over batch indices.
+//! every location it wrote; the values stay in that diff instead of being copied into a version
+//! per location, and reads made inside the batch from its own writes are neither kept nor
+//! validated. What the view hands out is kept (location and value) and validated once lower
+//! batches have published: not at all if the lower outputs are those the batch ran against,
+//! against the outputs published since if those are all that changed, and otherwise by
+//! resolving every read again. A batch that read a changed value is aborted, its output becomes
+//! an ESTIMATE (a reader of it waits for the re-execution), and it runs again. The
+//! collaborative scheduler is [`super::scheduler`]'s, over batch indices.
 //!
 //! Why: Block-STM's per-transaction bookkeeping (a multi-version entry per write, a kept read
 //! per read, locks per transaction) cost a third of a transaction's execution on blocks of
@@ -81,12 +83,16 @@ pub(super) fn batch_ranges(n: usize, threads: usize) -> Vec<Range<usize>> {
         .collect()
 }
 
-/// Which batches may have written which locations: one bit per batch in each of `2^BUCKET_BITS`
-/// buckets of location keys. It says for certain that a batch did not write a location, so that
-/// a read looks into the diffs of only those lower batches that may have written it, and finds
-/// them in one load per 64 batches rather than one test per batch. Bits are only ever set: an
-/// incarnation that no longer writes a location its previous one wrote leaves the bit, which
-/// costs a lookup that finds nothing, never a wrong answer.
+/// Which batches may have written which locations: a Bloom filter per batch, stored bit-sliced
+/// so that one load answers for 64 batches. A location's key sets the batch's bit in two of
+/// `2^BUCKET_BITS` buckets; a batch may have written it only if both bits are set. It says for
+/// certain that a batch did not write a location, so that a read looks into the diffs of only
+/// those lower batches that may have written it. Two probes rather than one: a batch of a
+/// thousand token transfers writes some three thousand locations, which with one probe set
+/// one bucket in twenty, so that half the reads of a block's later batches looked into a diff
+/// for nothing. Bits are only ever set: an incarnation that no longer writes a location its
+/// previous one wrote leaves its bits, which costs a lookup that finds nothing, never a wrong
+/// answer.
 struct Writers {
     /// Words of bits per bucket: one per 64 batches.
     words: usize,
@@ -107,8 +113,13 @@ impl Writers {
         }
     }
 
-    fn start(&self, key: u64) -> usize {
-        (key >> (64 - Self::BUCKET_BITS)) as usize * self.words
+    /// The first words of a key's two buckets, from disjoint bits of the key.
+    fn starts(&self, key: u64) -> [usize; 2] {
+        let bucket = |shift: u32| (key >> shift) as usize & ((1 << Self::BUCKET_BITS) - 1);
+        [
+            bucket(64 - Self::BUCKET_BITS) * self.words,
+            bucket(64 - 2 * Self::BUCKET_BITS) * self.words,
+        ]
     }
 
     /// Notes the locations `diff` writes as written by `batch`. Ordered before the output is
@@ -127,13 +138,27 @@ impl Writers {
     }
 
     fn insert(&self, batch: usize, key: u64) {
-        let word = &self.bits[self.start(key) + batch / 64];
         let bit = 1 << (batch % 64);
-        // Usually set already (by another location in the bucket, or by an earlier
-        // incarnation): a load is cheaper than a read-modify-write.
-        if word.load(Ordering::Relaxed) & bit == 0 {
-            word.fetch_or(bit, Ordering::Relaxed);
+        for start in self.starts(key) {
+            let word = &self.bits[start + batch / 64];
+            // Usually set already (by another location in the bucket, or by an earlier
+            // incarnation): a load is cheaper than a read-modify-write.
+            if word.load(Ordering::Relaxed) & bit == 0 {
+                word.fetch_or(bit, Ordering::Relaxed);
+            }
         }
+    }
+
+    /// Whether one of the batches in `batches` (bits by batch, as in a bucket) may have
+    /// written a location with one of `keys`.
+    fn hits(&self, keys: &[u64], batches: &[u64]) -> bool {
+        keys.iter().any(|key| {
+            let [a, b] = self.starts(*key);
+            batches.iter().enumerate().any(|(word, mask)| {
+                let load = |start: usize| self.bits[start + word].load(Ordering::Relaxed);
+                *mask != 0 && load(a) & load(b) & mask != 0
+            })
+        })
     }
 
     /// The batches below `below` that may have written a location with one of `keys`, highest
@@ -143,11 +168,12 @@ impl Writers {
         keys: [u64; K],
         below: usize,
     ) -> impl Iterator<Item = usize> + '_ {
-        let starts = keys.map(|key| self.start(key));
+        let starts = keys.map(|key| self.starts(key));
         (0..below.div_ceil(64)).rev().flat_map(move |word| {
-            let mut mask = starts.iter().fold(0u64, |mask, start| {
-                mask | self.bits[start + word].load(Ordering::Relaxed)
-            });
+            let load = |start: usize| self.bits[start + word].load(Ordering::Relaxed);
+            let mut mask = starts
+                .iter()
+                .fold(0u64, |mask, [a, b]| mask | (load(*a) & load(*b)));
             if word == below / 64 {
                 mask &= (1 << (below % 64)) - 1;
             }
@@ -193,6 +219,11 @@ struct BatchOut {
     fees: Option<Vec<U256>>,
     /// What it read from outside itself, to validate.
     reads: Vec<Read>,
+    /// Which output of each lower batch it ran against, by [`BatchOut::serial`]; 0 where none
+    /// was published.
+    saw: Box<[u64]>,
+    /// Tells this incarnation's output from every other one of the block.
+    serial: u64,
     /// Aborted: what it wrote is an estimate until it has run again.
     estimate: AtomicBool,
 }
@@ -216,6 +247,21 @@ enum Read {
     Beneficiary(Option<Account>),
 }
 
+impl Read {
+    /// Whether one of `batches` may have written what this read, as far as [`Writers`] can
+    /// tell. The fee recipient's value depends on every lower batch's fees.
+    fn may_be_written_by(&self, writers: &Writers, batches: &[u64]) -> bool {
+        match self {
+            Read::Account { address, .. } => writers.hits(&[account_key(address)], batches),
+            Read::Storage { address, slot, .. } => {
+                let key = account_key(address);
+                writers.hits(&[slot_key(key, slot), cleared_key(key)], batches)
+            }
+            Read::Beneficiary(_) => true,
+        }
+    }
+}
+
 /// Where a location's value comes from, for a batch.
 enum Found<T> {
     Batch(T),
@@ -232,6 +278,31 @@ struct Lower<'r> {
 }
 
 impl Lower<'_> {
+    /// Which output of each batch this holds, as [`BatchOut::saw`] keeps it.
+    fn serials(&self) -> Box<[u64]> {
+        self.outs
+            .iter()
+            .map(|out| out.as_ref().map_or(0, |out| out.serial))
+            .collect()
+    }
+
+    /// The batches published since a batch ran against `saw`, as bits by batch, if nothing it
+    /// saw has changed since: no output it read from was replaced or aborted. Then a read
+    /// finds what it found unless one of these batches wrote it.
+    fn published_since(&self, saw: &[u64]) -> Option<Vec<u64>> {
+        let mut since = vec![0u64; self.outs.len().div_ceil(64)];
+        for (idx, (now, saw)) in self.outs.iter().zip(saw).enumerate() {
+            match now {
+                None if *saw == 0 => {}
+                Some(now) if now.estimate.load(Ordering::Acquire) => return None,
+                Some(now) if now.serial == *saw => {}
+                Some(_) if *saw == 0 => since[idx / 64] |= 1 << (idx % 64),
+                _ => return None,
+            }
+        }
+        Some(since)
+    }
+
     /// The published outputs, in batch order.
     fn published(&self) -> impl DoubleEndedIterator<Item = (usize, &BatchOut)> {
         self.outs
@@ -402,6 +473,8 @@ struct Run<'a> {
     lost: AtomicUsize,
     aborts: AtomicUsize,
     contention_fallback: bool,
+    /// The next [`BatchOut::serial`]; 0 stands for no output.
+    serials: AtomicU64,
 }
 
 /// Executes `txs` with Block-STM over batches; the output is identical to
@@ -423,22 +496,9 @@ pub(super) fn execute(
     }
     let ranges = batch_ranges(txs.len(), threads);
     let run = Run {
-        rules,
-        env,
-        txs,
-        view,
         beneficiary_before,
-        state_clear: rules.fork >= crate::Fork::SpuriousDragon,
-        scheduler: Scheduler::new(ranges.len(), threads),
-        writers: Writers::new(ranges.len()),
-        published: ranges.iter().map(|_| Mutex::new(None)).collect(),
-        ranges,
-        merged: Mutex::default(),
-        halt: Mutex::new(None),
-        executions: AtomicUsize::new(0),
-        lost: AtomicUsize::new(0),
-        aborts: AtomicUsize::new(0),
         contention_fallback,
+        ..Run::new(rules, env, txs, view, ranges, threads)
     };
     on_workers(threads, |_| {
         run.scheduler.work(|task| match task {
@@ -467,7 +527,58 @@ struct Merged {
     stale: bool,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    /// A run of `txs` cut into `ranges`, with a fee recipient that does not exist before the
+    /// block and no fallback for contention.
+    fn new(
+        rules: &'a ChainRules,
+        env: &'a BlockEnv,
+        txs: &'a [RecoveredTx],
+        view: &'a (dyn StateView + Sync),
+        ranges: Vec<Range<usize>>,
+        threads: usize,
+    ) -> Self {
+        Run {
+            rules,
+            env,
+            txs,
+            view,
+            beneficiary_before: None,
+            state_clear: rules.fork >= crate::Fork::SpuriousDragon,
+            scheduler: Scheduler::new(ranges.len(), threads),
+            writers: Writers::new(ranges.len()),
+            published: ranges.iter().map(|_| Mutex::new(None)).collect(),
+            ranges,
+            merged: Mutex::default(),
+            halt: Mutex::new(None),
+            executions: AtomicUsize::new(0),
+            lost: AtomicUsize::new(0),
+            aborts: AtomicUsize::new(0),
+            contention_fallback: false,
+            serials: AtomicU64::new(1),
+        }
+    }
+
+    /// Publishes an incarnation of batch `idx` that ran against the lower outputs `saw`.
+    fn publish(
+        &self,
+        idx: usize,
+        (output, fees): (BlockOutput, Option<Vec<U256>>),
+        reads: Vec<Read>,
+        saw: Box<[u64]>,
+    ) {
+        self.writers.record(idx, &output.diff);
+        let out = BatchOut {
+            output,
+            fees,
+            reads,
+            saw,
+            serial: self.serials.fetch_add(1, Ordering::Relaxed),
+            estimate: AtomicBool::new(false),
+        };
+        *lock(&self.published[idx]) = Some(Arc::new(out));
+    }
+
     fn stop(&self, halt: Halt) {
         lock(&self.halt).get_or_insert(halt);
         self.scheduler.halt();
@@ -527,7 +638,9 @@ impl Run<'_> {
                 stop: Cell::new(None),
             };
             let result = execute_txs(self.rules, self.env, txs, &view, true, true);
-            let BatchView { reads, stop, .. } = view;
+            let BatchView {
+                lower, reads, stop, ..
+            } = view;
             match (result, stop.into_inner()) {
                 (_, Some(Stop::Blocked(blocking))) => {
                     if self.scheduler.add_dependency(idx, blocking) {
@@ -544,15 +657,8 @@ impl Run<'_> {
                     self.stop(Halt::Error(e));
                     return None;
                 }
-                (Ok((output, fees)), None) => {
-                    self.writers.record(idx, &output.diff);
-                    let out = BatchOut {
-                        output,
-                        fees,
-                        reads: reads.into_inner(),
-                        estimate: AtomicBool::new(false),
-                    };
-                    *lock(&self.published[idx]) = Some(Arc::new(out));
+                (Ok(output), None) => {
+                    self.publish(idx, output, reads.into_inner(), lower.serials());
                     // Whether it wrote somewhere new is not tracked: the batches above are
                     // validated again after every execution.
                     let next = self.scheduler.finish_execution(version, true);
@@ -577,12 +683,26 @@ impl Run<'_> {
     }
 
     /// Whether every read of the batch's last incarnation still finds the value it found.
+    /// Usually the outputs below it are those it ran against, or those and some published
+    /// since: then only the reads of locations the new ones may have written are resolved
+    /// again.
     fn still_valid(&self, idx: usize) -> bool {
         let Some(out) = lock(&self.published[idx]).clone() else {
             return false;
         };
         let lower = self.lower(idx);
-        out.reads.iter().all(|read| match *read {
+        match lower.published_since(&out.saw) {
+            Some(since) if since.iter().all(|bits| *bits == 0) => true,
+            Some(since) => out.reads.iter().all(|read| {
+                !read.may_be_written_by(&self.writers, &since) || self.finds_again(read, &lower)
+            }),
+            None => out.reads.iter().all(|read| self.finds_again(read, &lower)),
+        }
+    }
+
+    /// Whether `read`, resolved again over `lower`, finds the value it found.
+    fn finds_again(&self, read: &Read, lower: &Lower<'_>) -> bool {
+        match *read {
             Read::Account {
                 address,
                 before,
@@ -607,12 +727,12 @@ impl Run<'_> {
                     .is_ok_and(|now| now == value),
                 Found::Estimate(_) => false,
             },
-            Read::Beneficiary(value) => match self.beneficiary(&lower) {
+            Read::Beneficiary(value) => match self.beneficiary(lower) {
                 Found::Batch(now) => now == value,
                 Found::Before => self.beneficiary_before == value,
                 Found::Estimate(_) => false,
             },
-        })
+        }
     }
 
     fn validate(&self, version: Version) -> Option<Task> {
@@ -832,5 +952,225 @@ mod tests {
             .filter(|i| !below(&[slot_key(key, &U256::from(1000 + i))], 130).is_empty())
             .count();
         assert!(misses < 10, "{misses} of 1000 unwritten slots look written");
+
+        // A batch of a thousand token transfers writes some three thousand slots: with one
+        // probe per key that would make one unwritten slot in twenty look written by it.
+        let mut full = StateDiff::default();
+        let mut token = AccountChange {
+            info: Some(Account::default()),
+            ..Default::default()
+        };
+        token
+            .storage
+            .extend((0..3000u64).map(|i| (U256::from(i), U256::from(1))));
+        full.accounts.insert(a, token);
+        let writers = Writers::new(1);
+        writers.record(0, &full);
+        let misses = (3000..13_000u64)
+            .filter(|i| {
+                writers
+                    .below([slot_key(key, &U256::from(*i))], 1)
+                    .next()
+                    .is_some()
+            })
+            .count();
+        assert!(
+            misses < 200,
+            "{misses} of 10,000 unwritten slots look written"
+        );
+    }
+
+    /// A later batch that ran before a lower one published must be checked against what the
+    /// lower one wrote: only the reads it may have changed, each against its value before the
+    /// block when that is what the later batch found.
+    #[test]
+    fn validation_looks_at_what_lower_batches_published_since() {
+        let (a, b) = (Address::repeat_byte(1), Address::repeat_byte(2));
+        let (slot, other) = (U256::from(7), U256::from(8));
+        let mut pre = crate::mem::MemState::default();
+        let account = Account {
+            nonce: 1,
+            ..Account::default()
+        };
+        pre.accounts.insert(a, account);
+        pre.accounts.insert(b, account);
+        pre.storage
+            .entry(a)
+            .or_default()
+            .insert(slot, U256::from(5));
+        let rules = ChainRules {
+            chain_id: 1,
+            fork: crate::Fork::Cancun,
+        };
+        let env = BlockEnv {
+            number: 1,
+            timestamp: 1,
+            beneficiary: Address::repeat_byte(0xfe),
+            gas_limit: 30_000_000,
+            base_fee: 1,
+            prevrandao: Some(B256::ZERO),
+            difficulty: U256::ZERO,
+            excess_blob_gas: Some(0),
+        };
+        let run = Run::new(&rules, &env, &[], &pre, vec![0..0, 0..0, 0..0], 1);
+        let output = |writes: &[(Address, Option<U256>, U256)]| {
+            let mut diff = StateDiff::default();
+            for (address, slot, value) in writes {
+                let change = diff.accounts.entry(*address).or_default();
+                change.info = Some(Account {
+                    nonce: 1,
+                    ..Account::default()
+                });
+                match slot {
+                    Some(slot) => {
+                        change.storage.insert(*slot, *value);
+                    }
+                    None => {
+                        change.info = Some(Account {
+                            nonce: 2,
+                            ..account
+                        })
+                    }
+                }
+            }
+            let block = BlockOutput {
+                outcomes: Vec::new(),
+                diff,
+                gas_used: 0,
+            };
+            (block, Some(Vec::new()))
+        };
+        // Reads of the state before the block: a's slot is 5, b is `account`.
+        let reads = |slots: Vec<(Address, U256)>, accounts: Vec<Address>| {
+            let slots = slots.into_iter().map(|(address, slot)| Read::Storage {
+                address,
+                slot,
+                before: true,
+                value: U256::from(5),
+            });
+            let accounts = accounts.into_iter().map(|address| Read::Account {
+                address,
+                before: true,
+                value: Some(account),
+            });
+            slots.chain(accounts).collect::<Vec<_>>()
+        };
+        let serial = |idx: usize| lock(&run.published[idx]).as_ref().unwrap().serial;
+
+        // Batch 1 read a's slot as it was before the block, before batch 0 had published.
+        run.publish(
+            1,
+            output(&[]),
+            reads(vec![(a, slot)], vec![]),
+            vec![0].into(),
+        );
+        assert!(run.still_valid(1));
+        run.publish(
+            0,
+            output(&[(a, Some(other), U256::from(1))]),
+            reads(vec![], vec![]),
+            vec![].into(),
+        );
+        assert!(run.still_valid(1), "batch 0 wrote another slot");
+        run.publish(
+            0,
+            output(&[(a, Some(slot), U256::from(5))]),
+            reads(vec![], vec![]),
+            vec![].into(),
+        );
+        assert!(run.still_valid(1), "batch 0 wrote the value it had");
+        run.publish(
+            0,
+            output(&[(a, Some(slot), U256::from(6))]),
+            reads(vec![], vec![]),
+            vec![].into(),
+        );
+        assert!(!run.still_valid(1), "batch 0 changed the slot batch 1 read");
+
+        // Batch 2 read account b before the block, having seen batch 0's output: a new output
+        // of batch 1 is checked against what it wrote.
+        run.publish(0, output(&[]), reads(vec![], vec![]), vec![].into());
+        let saw = vec![serial(0), 0].into();
+        run.publish(2, output(&[]), reads(vec![], vec![b]), saw);
+        assert!(run.still_valid(2));
+        run.publish(
+            1,
+            output(&[(b, None, U256::ZERO)]),
+            reads(vec![], vec![]),
+            vec![0].into(),
+        );
+        assert!(
+            !run.still_valid(2),
+            "batch 1 changed the account batch 2 read"
+        );
+
+        // Batch 2 found account b in batch 1's output, having seen both lower outputs.
+        let run = Run::new(&rules, &env, &[], &pre, vec![0..0, 0..0, 0..0], 1);
+        let serial = |idx: usize| lock(&run.published[idx]).as_ref().unwrap().serial;
+        let changed = Some(Account {
+            nonce: 2,
+            ..account
+        });
+        let found = || {
+            let mut reads = reads(vec![], vec![a]);
+            reads.push(Read::Account {
+                address: b,
+                before: false,
+                value: changed,
+            });
+            reads
+        };
+        run.publish(0, output(&[]), reads(vec![], vec![]), vec![].into());
+        run.publish(
+            1,
+            output(&[(b, None, U256::ZERO)]),
+            reads(vec![], vec![]),
+            vec![serial(0)].into(),
+        );
+        run.publish(2, output(&[]), found(), vec![serial(0), serial(1)].into());
+        assert!(run.still_valid(2));
+        run.publish(
+            0,
+            output(&[(a, None, U256::ZERO)]),
+            reads(vec![], vec![]),
+            vec![].into(),
+        );
+        assert!(
+            !run.still_valid(2),
+            "batch 0 ran again and changed account a"
+        );
+        run.publish(0, output(&[]), reads(vec![], vec![]), vec![].into());
+        run.publish(2, output(&[]), found(), vec![serial(0), serial(1)].into());
+        assert!(run.still_valid(2));
+        lock(&run.published[1])
+            .as_ref()
+            .unwrap()
+            .estimate
+            .store(true, Ordering::Release);
+        assert!(
+            !run.still_valid(2),
+            "batch 2 read from batch 1, which was aborted"
+        );
+        run.publish(
+            1,
+            output(&[]),
+            reads(vec![], vec![]),
+            vec![serial(0)].into(),
+        );
+        assert!(!run.still_valid(2), "batch 1 no longer writes account b");
+        run.publish(
+            1,
+            output(&[(b, None, U256::ZERO)]),
+            reads(vec![], vec![]),
+            vec![serial(0)].into(),
+        );
+        assert!(run.still_valid(2), "batch 1 wrote the same again");
+        run.publish(
+            1,
+            output(&[(b, Some(slot), U256::ZERO)]),
+            reads(vec![], vec![]),
+            vec![serial(0)].into(),
+        );
+        assert!(!run.still_valid(2), "batch 1 wrote account b another way");
     }
 }
