@@ -149,15 +149,20 @@ impl Writers {
         }
     }
 
+    /// Word `word` of the bits set in both of a key's buckets (`starts`).
+    fn both(&self, [a, b]: [usize; 2], word: usize) -> u64 {
+        self.bits[a + word].load(Ordering::Relaxed) & self.bits[b + word].load(Ordering::Relaxed)
+    }
+
     /// Whether one of the batches in `batches` (bits by batch, as in a bucket) may have
     /// written a location with one of `keys`.
     fn hits(&self, keys: &[u64], batches: &[u64]) -> bool {
         keys.iter().any(|key| {
-            let [a, b] = self.starts(*key);
-            batches.iter().enumerate().any(|(word, mask)| {
-                let load = |start: usize| self.bits[start + word].load(Ordering::Relaxed);
-                *mask != 0 && load(a) & load(b) & mask != 0
-            })
+            let starts = self.starts(*key);
+            batches
+                .iter()
+                .enumerate()
+                .any(|(word, mask)| *mask != 0 && self.both(starts, word) & mask != 0)
         })
     }
 
@@ -170,10 +175,9 @@ impl Writers {
     ) -> impl Iterator<Item = usize> + '_ {
         let starts = keys.map(|key| self.starts(key));
         (0..below.div_ceil(64)).rev().flat_map(move |word| {
-            let load = |start: usize| self.bits[start + word].load(Ordering::Relaxed);
             let mut mask = starts
                 .iter()
-                .fold(0u64, |mask, [a, b]| mask | (load(*a) & load(*b)));
+                .fold(0u64, |mask, starts| mask | self.both(*starts, word));
             if word == below / 64 {
                 mask &= (1 << (below % 64)) - 1;
             }
@@ -1068,35 +1072,35 @@ mod tests {
         run.publish(
             0,
             output(&[(a, Some(other), U256::from(1))]),
-            reads(vec![], vec![]),
+            Vec::new(),
             vec![].into(),
         );
         assert!(run.still_valid(1), "batch 0 wrote another slot");
         run.publish(
             0,
             output(&[(a, Some(slot), U256::from(5))]),
-            reads(vec![], vec![]),
+            Vec::new(),
             vec![].into(),
         );
         assert!(run.still_valid(1), "batch 0 wrote the value it had");
         run.publish(
             0,
             output(&[(a, Some(slot), U256::from(6))]),
-            reads(vec![], vec![]),
+            Vec::new(),
             vec![].into(),
         );
         assert!(!run.still_valid(1), "batch 0 changed the slot batch 1 read");
 
         // Batch 2 read account b before the block, having seen batch 0's output: a new output
         // of batch 1 is checked against what it wrote.
-        run.publish(0, output(&[]), reads(vec![], vec![]), vec![].into());
+        run.publish(0, output(&[]), Vec::new(), vec![].into());
         let saw = vec![serial(0), 0].into();
         run.publish(2, output(&[]), reads(vec![], vec![b]), saw);
         assert!(run.still_valid(2));
         run.publish(
             1,
             output(&[(b, None, U256::ZERO)]),
-            reads(vec![], vec![]),
+            Vec::new(),
             vec![0].into(),
         );
         assert!(
@@ -1120,11 +1124,11 @@ mod tests {
             });
             reads
         };
-        run.publish(0, output(&[]), reads(vec![], vec![]), vec![].into());
+        run.publish(0, output(&[]), Vec::new(), vec![].into());
         run.publish(
             1,
             output(&[(b, None, U256::ZERO)]),
-            reads(vec![], vec![]),
+            Vec::new(),
             vec![serial(0)].into(),
         );
         run.publish(2, output(&[]), found(), vec![serial(0), serial(1)].into());
@@ -1132,14 +1136,14 @@ mod tests {
         run.publish(
             0,
             output(&[(a, None, U256::ZERO)]),
-            reads(vec![], vec![]),
+            Vec::new(),
             vec![].into(),
         );
         assert!(
             !run.still_valid(2),
             "batch 0 ran again and changed account a"
         );
-        run.publish(0, output(&[]), reads(vec![], vec![]), vec![].into());
+        run.publish(0, output(&[]), Vec::new(), vec![].into());
         run.publish(2, output(&[]), found(), vec![serial(0), serial(1)].into());
         assert!(run.still_valid(2));
         lock(&run.published[1])
@@ -1151,24 +1155,19 @@ mod tests {
             !run.still_valid(2),
             "batch 2 read from batch 1, which was aborted"
         );
-        run.publish(
-            1,
-            output(&[]),
-            reads(vec![], vec![]),
-            vec![serial(0)].into(),
-        );
+        run.publish(1, output(&[]), Vec::new(), vec![serial(0)].into());
         assert!(!run.still_valid(2), "batch 1 no longer writes account b");
         run.publish(
             1,
             output(&[(b, None, U256::ZERO)]),
-            reads(vec![], vec![]),
+            Vec::new(),
             vec![serial(0)].into(),
         );
         assert!(run.still_valid(2), "batch 1 wrote the same again");
         run.publish(
             1,
             output(&[(b, Some(slot), U256::ZERO)]),
-            reads(vec![], vec![]),
+            Vec::new(),
             vec![serial(0)].into(),
         );
         assert!(!run.still_valid(2), "batch 1 wrote account b another way");
