@@ -29,7 +29,6 @@ from rpc_helpers import (  # noqa: E402
     GWEI,
     _die_with_parent,
     dev_account,
-    free_port,
     rpc_result,
     sign,
     tessera_bin,
@@ -40,16 +39,26 @@ BLOCK_TIME_MS = 300
 VIEW_TIMEOUT_MS = 1500
 
 
+def ephemeral_low() -> int:
+    """The lowest port the kernel hands out for outgoing connections."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_base_port(count: int) -> int:
-    """A base port with `count` consecutive free ports above it (checked, not reserved)."""
-    for _ in range(50):
-        base = free_port()
-        if base + count >= 65535:
-            continue
+    """A base port with `count` consecutive free ports above it (checked, not reserved), below
+    the ephemeral range: a validator killed and started again must find its port free, and
+    one in the ephemeral range may meanwhile be the local end of another node's connection."""
+    import random
+    import socket
+
+    top = min(ephemeral_low(), 65535) - count
+    for _ in range(200):
+        base = random.randrange(10000, top)
         ok = True
         for p in range(base, base + count):
-            import socket
-
             with socket.socket() as s:
                 try:
                     s.bind(("127.0.0.1", p))
