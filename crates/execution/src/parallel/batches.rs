@@ -518,6 +518,16 @@ pub(super) fn execute(
     run.assemble()
 }
 
+/// Room to make in a map of the block diff that `len` entries of a batch of `batch`
+/// transactions do not fit, with `rest` transactions left in the block from that batch on: as
+/// many as the rest of the block adds at the batch's rate, so that a map the whole block writes
+/// to (the accounts, a token's slots) grows once instead of doubling a dozen times, each time
+/// moving everything it holds. At most a few entries per transaction left, so that one busy
+/// batch does not size a map for a block of its like.
+fn growth(len: usize, batch: usize, rest: usize) -> usize {
+    (len * rest / batch.max(1)).min(len + 4 * rest).max(len)
+}
+
 /// The block's changes so far, layered batch by batch while later batches execute, so that
 /// little is left to layer once the block is done. Speculative: a batch merged here may yet be
 /// aborted and run again, so the outputs merged are kept, and the block uses this only if they
@@ -776,13 +786,26 @@ impl<'a> Run<'a> {
             let Some(out) = lock(&self.published[merged.batches.len()]).clone() else {
                 break;
             };
-            if merged.batches.is_empty() {
-                merged.diff.accounts.reserve(2 * self.txs.len());
+            let range = &self.ranges[merged.batches.len()];
+            let grow = |len: usize| growth(len, range.len(), self.txs.len() - range.start);
+            let accounts = &out.output.diff.accounts;
+            if merged.diff.accounts.capacity() - merged.diff.accounts.len() < accounts.len() {
+                merged.diff.accounts.reserve(grow(accounts.len()));
             }
-            // Entry by entry rather than `StateDiff::merge` of a clone: no second table.
-            for (address, change) in &out.output.diff.accounts {
+            // Entry by entry rather than `StateDiff::merge` of a clone: no second table, and
+            // slots copied where they go instead of into a cloned map first.
+            for (address, change) in accounts {
                 match merged.diff.accounts.entry(*address) {
-                    Entry::Occupied(mut e) => e.get_mut().merge(change.clone()),
+                    Entry::Occupied(mut e) if !change.storage_cleared => {
+                        let existing = e.get_mut();
+                        existing.info = change.info;
+                        let storage = &mut existing.storage;
+                        if storage.capacity() - storage.len() < change.storage.len() {
+                            storage.reserve(grow(change.storage.len()));
+                        }
+                        storage.extend(change.storage.iter().map(|(slot, v)| (*slot, *v)));
+                    }
+                    Entry::Occupied(mut e) => *e.get_mut() = change.clone(),
                     Entry::Vacant(e) => {
                         e.insert(change.clone());
                     }
@@ -911,6 +934,19 @@ mod tests {
         assert_eq!(sizes[0], 16);
         assert_eq!(sizes[sizes.len() - 1], 16);
         assert!(sizes.len() < 32, "{sizes:?}");
+    }
+
+    #[test]
+    fn a_map_the_whole_block_writes_grows_once() {
+        // A token's slots in a block of 10,000 transfers, two per transfer: the second batch
+        // (32 transactions, 9,984 left from it on) finds the map of the first full.
+        let room = growth(64, 32, 9_984);
+        assert!(32 + room >= 20_000, "{room}");
+        // One batch that writes a thousand slots does not size the map at its rate.
+        assert_eq!(growth(1_000, 16, 100), 1_400);
+        // Never less than the batch's own entries, also at the end of the block.
+        assert_eq!(growth(50, 16, 16), 50);
+        assert_eq!(growth(7, 0, 0), 7);
     }
 
     #[test]
