@@ -518,14 +518,15 @@ pub(super) fn execute(
     run.assemble()
 }
 
-/// Room to make in a map of the block diff that `len` entries of a batch of `batch`
-/// transactions do not fit, with `rest` transactions left in the block from that batch on: as
-/// many as the rest of the block adds at the batch's rate, so that a map the whole block writes
-/// to (the accounts, a token's slots) grows once instead of doubling a dozen times, each time
-/// moving everything it holds. At most a few entries per transaction left, so that one busy
-/// batch does not size a map for a block of its like.
-fn growth(len: usize, batch: usize, rest: usize) -> usize {
-    (len * rest / batch.max(1)).min(len + 4 * rest).max(len)
+/// Room to make in a map of the block diff holding `held` entries that the `len` entries of a
+/// batch of `batch` transactions do not fit, with `rest` transactions left in the block from
+/// that batch on: as many as the rest of the block adds at the batch's rate, so that a map the
+/// whole block writes to (the accounts, a token's slots) grows two or three times instead of a
+/// dozen, each time moving everything it holds. At most sixteen times what it will hold, so
+/// that an account two early batches wrote and no other does not get a map sized for the
+/// block.
+fn growth(held: usize, len: usize, batch: usize, rest: usize) -> usize {
+    (len * rest / batch.max(1)).min(16 * (held + len)).max(len)
 }
 
 /// The block's changes so far, layered batch by batch while later batches execute, so that
@@ -787,10 +788,13 @@ impl<'a> Run<'a> {
                 break;
             };
             let range = &self.ranges[merged.batches.len()];
-            let grow = |len: usize| growth(len, range.len(), self.txs.len() - range.start);
+            let grow = |held: usize, len: usize| {
+                growth(held, len, range.len(), self.txs.len() - range.start)
+            };
             let accounts = &out.output.diff.accounts;
-            if merged.diff.accounts.capacity() - merged.diff.accounts.len() < accounts.len() {
-                merged.diff.accounts.reserve(grow(accounts.len()));
+            let held = merged.diff.accounts.len();
+            if merged.diff.accounts.capacity() - held < accounts.len() {
+                merged.diff.accounts.reserve(grow(held, accounts.len()));
             }
             // Entry by entry rather than `StateDiff::merge` of a clone: no second table, and
             // slots copied where they go instead of into a cloned map first.
@@ -801,7 +805,7 @@ impl<'a> Run<'a> {
                         existing.info = change.info;
                         let storage = &mut existing.storage;
                         if storage.capacity() - storage.len() < change.storage.len() {
-                            storage.reserve(grow(change.storage.len()));
+                            storage.reserve(grow(storage.len(), change.storage.len()));
                         }
                         storage.extend(change.storage.iter().map(|(slot, v)| (*slot, *v)));
                     }
@@ -937,16 +941,31 @@ mod tests {
     }
 
     #[test]
-    fn a_map_the_whole_block_writes_grows_once() {
-        // A token's slots in a block of 10,000 transfers, two per transfer: the second batch
-        // (32 transactions, 9,984 left from it on) finds the map of the first full.
-        let room = growth(64, 32, 9_984);
-        assert!(32 + room >= 20_000, "{room}");
-        // One batch that writes a thousand slots does not size the map at its rate.
-        assert_eq!(growth(1_000, 16, 100), 1_400);
+    fn a_map_the_whole_block_writes_grows_a_few_times() {
+        // A token's slots in a block of 10,000 transfers cut as `batch_ranges` cuts it, two
+        // per transfer, layered into a map that grows as hashbrown's does (to a power of two
+        // of buckets, seven eighths of them usable).
+        let (mut held, mut capacity, mut growths, mut moved) = (0, 0, 0, 0);
+        for range in batch_ranges(10_000, 2) {
+            let len = 2 * range.len();
+            if capacity - held < len {
+                let want = held + growth(held, len, range.len(), 10_000 - range.start);
+                capacity = (want * 8 / 7).next_power_of_two() * 7 / 8;
+                growths += 1;
+                moved += held;
+            }
+            held += len;
+        }
+        assert_eq!(held, 20_000);
+        assert!(growths <= 4, "{growths} growths");
+        assert!(moved < 4_000, "{moved} slots moved");
+        assert!(capacity < 64_000, "room for {capacity} slots");
+        // A batch of 16 that writes a thousand slots of an account: not a map for a block.
+        assert_eq!(growth(0, 1_000, 16, 10_000), 16_000);
+        assert_eq!(growth(100, 1_000, 16, 10_000), 17_600);
         // Never less than the batch's own entries, also at the end of the block.
-        assert_eq!(growth(50, 16, 16), 50);
-        assert_eq!(growth(7, 0, 0), 7);
+        assert_eq!(growth(500, 50, 16, 16), 50);
+        assert_eq!(growth(0, 7, 0, 0), 7);
     }
 
     #[test]
