@@ -254,7 +254,15 @@ impl Chain {
     }
 
     /// The next nonce of `address`, counting its transactions pending in the mempool.
+    ///
+    /// Under the state lock, as admission reads it: a block applied between reading the nonce
+    /// and reading the pool would take the transactions it included out of the pool after the
+    /// nonce that does not count them was read, and a wallet would be told to reuse a nonce.
     pub fn pending_nonce(&self, address: &Address) -> Result<u64, ChainError> {
+        let _guard = self
+            .state_lock
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         let nonce = self.store.account(address)?.map_or(0, |a| a.nonce);
         Ok(self.pool().pending_nonce(address, nonce))
     }
