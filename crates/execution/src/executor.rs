@@ -172,9 +172,25 @@ pub enum ExecError {
     Evm(String),
 }
 
+/// Room to make in a map of a block's changes holding `held` entries that `len` entries from
+/// `txs` transactions do not fit, with `rest` transactions left in the block from those on: as
+/// many as the rest of the block adds at their rate, so that a map the whole block writes to
+/// (the accounts, a token's slots) grows two or three times instead of a dozen, each time
+/// moving everything it holds. At most sixteen times what it will hold, so that an account a
+/// few early transactions wrote and no others does not get a map sized for the block.
+pub(crate) fn growth(held: usize, len: usize, txs: usize, rest: usize) -> usize {
+    (len * rest / txs.max(1)).min(16 * (held + len)).max(len)
+}
+
 /// Layers a transaction's effects on top of the block's changes so far, as [`StateDiff::merge`]
-/// does.
-fn merge_effects(diff: &mut StateDiff, state: &EvmState, spec: SpecId, kept: Option<Address>) {
+/// does; `rest` transactions are left in the block from this one on.
+fn merge_effects(
+    diff: &mut StateDiff,
+    state: &EvmState,
+    spec: SpecId,
+    kept: Option<Address>,
+    rest: usize,
+) {
     for (address, effect) in effects(state, spec) {
         if Some(address) == kept && effect.left().is_empty() {
             // A fee recipient the transaction touched and left empty, as it found it: revm
@@ -191,7 +207,12 @@ fn merge_effects(diff: &mut StateDiff, state: &EvmState, spec: SpecId, kept: Opt
             Entry::Occupied(mut existing) if !effect.cleared => {
                 let existing = existing.get_mut();
                 existing.info = effect.info;
-                existing.storage.extend(storage);
+                let map = &mut existing.storage;
+                let len = storage.clone().count();
+                if map.capacity() - map.len() < len {
+                    map.reserve(growth(map.len(), len, 1, rest));
+                }
+                map.extend(storage);
             }
             entry => {
                 entry.insert_entry(AccountChange {
@@ -480,7 +501,7 @@ pub(crate) struct Effect<'a> {
 
 impl Effect<'_> {
     /// The slots written, with their new values; none when the account is deleted.
-    pub(crate) fn storage(&self) -> impl Iterator<Item = (U256, U256)> + '_ {
+    pub(crate) fn storage(&self) -> impl Iterator<Item = (U256, U256)> + Clone + '_ {
         let created = self.info.is_some() && self.cleared;
         let deleted = self.info.is_none();
         self.account
@@ -881,6 +902,7 @@ pub(crate) fn execute_txs(
             &result.state,
             rules.fork.spec_id(),
             paid.is_some().then_some(env.beneficiary),
+            txs.len() - outcomes.len(),
         );
         if let Some(fee) = fee.filter(|_| !destroyed) {
             overlay.credit_fee(fee)?;

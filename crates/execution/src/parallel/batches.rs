@@ -34,7 +34,7 @@ use super::{
     Halt,
 };
 use crate::{
-    executor::{execute_txs, BlockOutput, TxOutcome},
+    executor::{execute_txs, growth, BlockOutput, TxOutcome},
     state::{StateError, StateView},
     transfer::credit_fee,
     BlockEnv, ChainRules, ParallelStats, RecoveredTx,
@@ -518,17 +518,6 @@ pub(super) fn execute(
     run.assemble()
 }
 
-/// Room to make in a map of the block diff holding `held` entries that the `len` entries of a
-/// batch of `batch` transactions do not fit, with `rest` transactions left in the block from
-/// that batch on: as many as the rest of the block adds at the batch's rate, so that a map the
-/// whole block writes to (the accounts, a token's slots) grows two or three times instead of a
-/// dozen, each time moving everything it holds. At most sixteen times what it will hold, so
-/// that an account two early batches wrote and no other does not get a map sized for the
-/// block.
-fn growth(held: usize, len: usize, batch: usize, rest: usize) -> usize {
-    (len * rest / batch.max(1)).min(16 * (held + len)).max(len)
-}
-
 /// The block's changes so far, layered batch by batch while later batches execute, so that
 /// little is left to layer once the block is done. Speculative: a batch merged here may yet be
 /// aborted and run again, so the outputs merged are kept, and the block uses this only if they
@@ -959,6 +948,20 @@ mod tests {
         assert_eq!(held, 20_000);
         assert!(growths <= 4, "{growths} growths");
         assert!(moved < 4_000, "{moved} slots moved");
+        assert!(capacity < 64_000, "room for {capacity} slots");
+        // The same block on the sequential executor, which layers one transaction at a time.
+        let (mut held, mut capacity, mut growths, mut moved) = (0, 0, 0, 0);
+        for tx in 0..10_000 {
+            if capacity - held < 2 {
+                let want = held + growth(held, 2, 1, 10_000 - tx);
+                capacity = (want * 8 / 7).next_power_of_two() * 7 / 8;
+                growths += 1;
+                moved += held;
+            }
+            held += 2;
+        }
+        assert!(growths <= 5, "{growths} growths");
+        assert!(moved < 8_000, "{moved} slots moved");
         assert!(capacity < 64_000, "room for {capacity} slots");
         // A batch of 16 that writes a thousand slots of an account: not a map for a block.
         assert_eq!(growth(0, 1_000, 16, 10_000), 16_000);
