@@ -14,7 +14,9 @@ The binary is $TESSERA_BIN (see tests/rpc/rpc_helpers.py); these tests never bui
 from __future__ import annotations
 
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -51,9 +53,6 @@ def free_base_port(count: int) -> int:
     """A base port with `count` consecutive free ports above it (checked, not reserved), below
     the ephemeral range: a validator killed and started again must find its port free, and
     one in the ephemeral range may meanwhile be the local end of another node's connection."""
-    import random
-    import socket
-
     top = min(ephemeral_low(), 65535) - count
     for _ in range(200):
         base = random.randrange(10000, top)

@@ -182,6 +182,18 @@ pub(crate) fn growth(held: usize, len: usize, txs: usize, rest: usize) -> usize 
     (len * rest / txs.max(1)).min(16 * (held + len)).max(len)
 }
 
+/// Makes room in `map` for `len` entries from `txs` transactions, with `rest` left in the block
+/// from those on, by [`growth`] if they do not fit.
+pub(crate) fn make_room<K, V, S>(map: &mut HashMap<K, V, S>, len: usize, txs: usize, rest: usize)
+where
+    K: Eq + std::hash::Hash,
+    S: std::hash::BuildHasher,
+{
+    if map.capacity() - map.len() < len {
+        map.reserve(growth(map.len(), len, txs, rest));
+    }
+}
+
 /// Layers a transaction's effects on top of the block's changes so far, as [`StateDiff::merge`]
 /// does; `rest` transactions are left in the block from this one on.
 fn merge_effects(
@@ -207,12 +219,8 @@ fn merge_effects(
             Entry::Occupied(mut existing) if !effect.cleared => {
                 let existing = existing.get_mut();
                 existing.info = effect.info;
-                let map = &mut existing.storage;
-                let len = storage.clone().count();
-                if map.capacity() - map.len() < len {
-                    map.reserve(growth(map.len(), len, 1, rest));
-                }
-                map.extend(storage);
+                make_room(&mut existing.storage, storage.clone().count(), 1, rest);
+                existing.storage.extend(storage);
             }
             entry => {
                 entry.insert_entry(AccountChange {

@@ -34,7 +34,7 @@ use super::{
     Halt,
 };
 use crate::{
-    executor::{execute_txs, growth, BlockOutput, TxOutcome},
+    executor::{execute_txs, make_room, BlockOutput, TxOutcome},
     state::{StateError, StateView},
     transfer::credit_fee,
     BlockEnv, ChainRules, ParallelStats, RecoveredTx,
@@ -777,14 +777,9 @@ impl<'a> Run<'a> {
                 break;
             };
             let range = &self.ranges[merged.batches.len()];
-            let grow = |held: usize, len: usize| {
-                growth(held, len, range.len(), self.txs.len() - range.start)
-            };
+            let (txs, rest) = (range.len(), self.txs.len() - range.start);
             let accounts = &out.output.diff.accounts;
-            let held = merged.diff.accounts.len();
-            if merged.diff.accounts.capacity() - held < accounts.len() {
-                merged.diff.accounts.reserve(grow(held, accounts.len()));
-            }
+            make_room(&mut merged.diff.accounts, accounts.len(), txs, rest);
             // Entry by entry rather than `StateDiff::merge` of a clone: no second table, and
             // slots copied where they go instead of into a cloned map first.
             for (address, change) in accounts {
@@ -792,11 +787,10 @@ impl<'a> Run<'a> {
                     Entry::Occupied(mut e) if !change.storage_cleared => {
                         let existing = e.get_mut();
                         existing.info = change.info;
-                        let storage = &mut existing.storage;
-                        if storage.capacity() - storage.len() < change.storage.len() {
-                            storage.reserve(grow(storage.len(), change.storage.len()));
-                        }
-                        storage.extend(change.storage.iter().map(|(slot, v)| (*slot, *v)));
+                        make_room(&mut existing.storage, change.storage.len(), txs, rest);
+                        existing
+                            .storage
+                            .extend(change.storage.iter().map(|(s, v)| (*s, *v)));
                     }
                     Entry::Occupied(mut e) => *e.get_mut() = change.clone(),
                     Entry::Vacant(e) => {
@@ -911,6 +905,7 @@ impl<'a> Run<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::executor::growth;
 
     #[test]
     fn batches_cover_the_block_in_order() {
