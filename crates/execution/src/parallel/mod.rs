@@ -254,6 +254,15 @@ fn helpers(count: usize) -> Result<Arc<rayon::ThreadPool>, Halt> {
     Ok(pool)
 }
 
+/// Drops `garbage` on a helper thread, if the block had any, so that the caller does not wait
+/// for the freeing.
+fn drop_elsewhere<T: Send + 'static>(threads: usize, garbage: T) {
+    match (threads > 1).then(|| helpers(threads - 1)) {
+        Some(Ok(pool)) => pool.spawn(move || drop(garbage)),
+        _ => drop(garbage),
+    }
+}
+
 /// Runs `work` on `threads` workers, the calling thread (worker 0) among them, and returns when
 /// all have.
 fn on_workers(threads: usize, work: impl Fn(usize) + Sync) -> Result<(), Halt> {
