@@ -194,6 +194,23 @@ where
     }
 }
 
+/// About how many accounts `txs` change: every sender, and the recipient of every transaction
+/// that moves value (a contract call without value, such as a token transfer, changes the
+/// contract's storage but seldom another account), judged from a sample of 64 transactions.
+///
+/// Room for twice as many as a block changes (a sender and a recipient for every transaction)
+/// spreads a block of 10,000 counter increments over a table of 5 MB instead of 2.5 MB, which
+/// made it about 8% slower in `tessera-exec bench`; room for too few makes the map grow in the
+/// middle of the block, moving every entry.
+fn accounts_changed(txs: &[RecoveredTx]) -> usize {
+    const SAMPLE: usize = 64;
+    let step = (txs.len() / SAMPLE).max(1);
+    let (sampled, paying) = txs.iter().step_by(step).fold((0, 0), |(n, p), tx| {
+        (n + 1, p + usize::from(!tx.envelope.value().is_zero()))
+    });
+    txs.len() + txs.len() * paying / sampled.max(1)
+}
+
 /// Layers a transaction's effects on top of the block's changes so far, as [`StateDiff::merge`]
 /// does; `rest` transactions are left in the block from this one on.
 fn merge_effects(
@@ -277,13 +294,17 @@ impl<'a, S: StateView + ?Sized> Overlay<'a, S> {
         Self::with_capacity(view, 0, Address::ZERO, true)
     }
 
-    /// An overlay with room for the changes of about `txs` transactions.
-    fn with_capacity(view: &'a S, txs: usize, beneficiary: Address, state_clear: bool) -> Self {
+    /// An overlay with room for `accounts` changed accounts.
+    fn with_capacity(
+        view: &'a S,
+        accounts: usize,
+        beneficiary: Address,
+        state_clear: bool,
+    ) -> Self {
         Overlay {
             view,
             diff: StateDiff {
-                // A sender and a recipient each, for most transactions.
-                accounts: AddressMap::with_capacity_and_hasher(2 * txs, Default::default()),
+                accounts: AddressMap::with_capacity_and_hasher(accounts, Default::default()),
                 codes: Default::default(),
             },
             view_has_storage: AddressMap::default(),
@@ -837,7 +858,7 @@ pub(crate) fn execute_txs(
         .with_block(block)
         .with_db(Overlay::with_capacity(
             state,
-            txs.len(),
+            accounts_changed(txs),
             env.beneficiary,
             rules.fork >= Fork::SpuriousDragon,
         ))
@@ -1057,6 +1078,36 @@ pub(crate) fn receipt_from(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Room is made for every sender and for the recipient of every transaction that moves
+    /// value, as a sample of the block shows them.
+    #[test]
+    fn room_for_senders_and_the_recipients_of_value() {
+        use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+        use alloy_primitives::{Signature, TxKind};
+        let tx = |value: u64| RecoveredTx {
+            envelope: TxEnvelope::from(
+                TxEip1559 {
+                    to: TxKind::Call(Address::repeat_byte(7)),
+                    value: U256::from(value),
+                    ..Default::default()
+                }
+                .into_signed(Signature::new(U256::ONE, U256::ONE, false)),
+            ),
+            sender: Address::repeat_byte(1),
+            hash: B256::ZERO,
+        };
+        let block = |n: usize, value_of: &dyn Fn(usize) -> u64| -> Vec<RecoveredTx> {
+            (0..n).map(|i| tx(value_of(i))).collect()
+        };
+        assert_eq!(accounts_changed(&block(10_000, &|_| 0)), 10_000);
+        assert_eq!(accounts_changed(&block(10_000, &|_| 1)), 20_000);
+        assert_eq!(accounts_changed(&block(3, &|_| 1)), 6);
+        assert_eq!(accounts_changed(&[]), 0);
+        // Value in the second half only: about half the sample moves value.
+        let half = accounts_changed(&block(10_000, &|i| u64::from(i >= 5_000)));
+        assert!((14_000..=16_000).contains(&half), "{half}");
+    }
 
     /// The code last handed out is kept beside the map: asking for another and then for it
     /// again must give each its own code, fetching each once.
