@@ -744,3 +744,37 @@ fn large_block_runs_over_batches_with_the_same_output() {
     assert_eq!(stats.fallback, None);
     assert_eq!(first_difference(&sequential, &output), None);
 }
+
+/// A block whose gas runs out part way: the sequential executor rejects the transactions that
+/// do not fit, and Block-STM over batches, which runs every batch as if the block's gas were
+/// all its own, notices when it assembles the block and hands it to the sequential executor.
+#[test]
+fn batches_notice_a_block_that_runs_out_of_gas() {
+    let actions: Vec<_> = (0..ParallelConfig::DEFAULT_BATCHES_FROM + 76)
+        .map(|i| {
+            let to = (i * 13 % 256) as u8;
+            (i % SENDERS, Action::Erc20 { to, amount: 1 }, 1)
+        })
+        .collect();
+    let (rules, pre, txs, whole) = prague_block(&actions);
+    assert!(whole.outcomes.iter().all(|o| o.receipt().is_some()));
+    let env = BlockEnv {
+        gas_limit: whole.gas_used * 2 / 3,
+        ..env()
+    };
+    let sequential = execute_block(&rules, &env, &txs, &pre).unwrap();
+    let rejected = sequential
+        .outcomes
+        .iter()
+        .filter(|o| o.receipt().is_none())
+        .count();
+    assert!(rejected > 0);
+    let (output, stats) =
+        execute_block_parallel_with_stats(&rules, &env, &txs, &pre, ParallelConfig::batched(2))
+            .unwrap();
+    assert_eq!(
+        stats.fallback,
+        Some("a transaction does not fit the block's gas")
+    );
+    assert_eq!(first_difference(&sequential, &output), None);
+}

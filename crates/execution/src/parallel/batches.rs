@@ -230,6 +230,25 @@ fn written_keys(diff: &StateDiff) -> Vec<u64> {
     keys
 }
 
+/// The largest gas limit of `txs` plus the gas used before it in their batch (`outcomes` are
+/// theirs). The block has room for every one of them, where the batch stands in it, if it has
+/// this much gas left when the batch starts: a transaction is rejected when its gas limit is
+/// more than the block has left. Computed as the batch is published, while its transactions
+/// are still in the cache, rather than in assembly, the one serial part of the block, where
+/// reading every transaction again missed the cache each time: 0.3 ms of a block of 10,000
+/// token transfers.
+fn gas_reach(txs: &[RecoveredTx], outcomes: &[TxOutcome]) -> u64 {
+    let mut used = 0u64;
+    let mut reach = 0u64;
+    for (tx, outcome) in txs.iter().zip(outcomes) {
+        reach = reach.max(used.saturating_add(tx.envelope.gas_limit()));
+        if let TxOutcome::Included(receipt) = outcome {
+            used += receipt.gas_used;
+        }
+    }
+    reach
+}
+
 /// One incarnation of one batch, as published.
 struct BatchOut {
     output: BlockOutput,
@@ -243,6 +262,9 @@ struct BatchOut {
     /// Which output of each lower batch it ran against, by [`BatchOut::serial`]; 0 where none
     /// was published.
     saw: Box<[u64]>,
+    /// The gas the block must have left when the batch starts for none of its transactions to
+    /// exceed what is left ([`gas_reach`]).
+    reach: u64,
     /// Tells this incarnation's output from every other one of the block.
     serial: u64,
     /// Aborted: what it wrote is an estimate until it has run again.
@@ -591,6 +613,7 @@ impl<'a> Run<'a> {
     ) {
         let out = BatchOut {
             keys: written_keys(&output.diff),
+            reach: gas_reach(&self.txs[self.ranges[idx].clone()], &output.outcomes),
             output,
             fees,
             reads,
@@ -858,24 +881,25 @@ impl<'a> Run<'a> {
         // block of 10,000 token transfers, 0.1 ms the block need not wait for.
         let mut spent = Vec::with_capacity(self.ranges.len());
         let mut spent_diffs = Vec::with_capacity(kept);
-        for (idx, range) in self.ranges.iter().enumerate() {
+        for idx in 0..self.ranges.len() {
             let BatchOut {
                 output,
                 fees,
                 reads,
                 keys,
+                reach,
                 ..
             } = lock(&self.published[idx])
                 .take()
                 .and_then(Arc::into_inner)
                 .ok_or(Halt::Fallback("a batch's output is missing"))?;
             spent.push((reads, keys));
-            for (tx, mut outcome) in self.txs[range.clone()].iter().zip(output.outcomes) {
-                let gas_limit = tx.envelope.gas_limit();
-                if gas_limit > self.env.gas_limit - gas_used {
-                    // Rejected in its place in the block: the sequential executor says so.
-                    return Err(Halt::Fallback("a transaction does not fit the block's gas"));
-                }
+            if reach > self.env.gas_limit - gas_used {
+                // One of its transactions is rejected in its place in the block: the
+                // sequential executor says so.
+                return Err(Halt::Fallback("a transaction does not fit the block's gas"));
+            }
+            for mut outcome in output.outcomes {
                 if let TxOutcome::Included(receipt) = &mut outcome {
                     gas_used += receipt.gas_used;
                     receipt.cumulative_gas_used = gas_used;
