@@ -778,3 +778,70 @@ fn batches_notice_a_block_that_runs_out_of_gas() {
     );
     assert_eq!(first_difference(&sequential, &output), None);
 }
+
+/// Before Cancun a contract that self-destructs loses its storage, and one created again at
+/// its address by CREATE2 starts with none: a batch above the one that re-created it reads a
+/// slot the new contract never wrote as zero, not as the value before the block.
+#[test]
+fn a_slot_of_a_recreated_contract_reads_as_zero_in_later_batches() {
+    // Called without data: SSTORE(1, SLOAD(0) + 1). With data: SELFDESTRUCT(CALLER).
+    const RUNTIME: &[u8] = &[
+        0x36, 0x15, 0x60, 0x07, 0x57, 0x33, 0xff, // CALLDATASIZE ISZERO JUMPI(7) ...
+        0x5b, 0x60, 0x00, 0x54, 0x60, 0x01, 0x01, 0x60, 0x01, 0x55, 0x00,
+    ];
+    // CREATE2(0, 0, CALLDATASIZE, 0) of the calldata.
+    const FACTORY: &[u8] = &[
+        0x36, 0x60, 0x00, 0x60, 0x00, 0x37, 0x60, 0x00, 0x36, 0x60, 0x00, 0x60, 0x00, 0xf5, 0x00,
+    ];
+    // Returns RUNTIME, which follows these twelve bytes.
+    let mut init = vec![
+        0x60, 0x12, 0x60, 0x0c, 0x60, 0x00, 0x39, 0x60, 0x12, 0x60, 0x00, 0xf3,
+    ];
+    init.extend_from_slice(RUNTIME);
+    let factory = Address::repeat_byte(0xfa);
+    let metamorphic = factory.create2(B256::ZERO, keccak256(&init));
+
+    let mut pre = pre_state(Recipient::Funded);
+    contract(&mut pre, factory, FACTORY, 0);
+    contract(&mut pre, metamorphic, RUNTIME, 0);
+    let mut slots = tessera_execution::mem::Slots::default();
+    slots.insert(U256::ZERO, U256::from(5));
+    pre.storage.insert(metamorphic, slots);
+
+    let fork = Fork::Shanghai;
+    let (key, from) = signer(SENDERS - 1);
+    let call = |nonce: u64, to: Address, input: Vec<u8>| {
+        let tx = TxLegacy {
+            chain_id: Some(1),
+            nonce,
+            gas_price: u128::from(BASE_FEE + 1),
+            gas_limit: 200_000,
+            to: TxKind::Call(to),
+            value: U256::ZERO,
+            input: input.into(),
+        };
+        sign(&key, from, tx)
+    };
+    let filler: Vec<_> = (0..597)
+        .map(|i| {
+            let to = 8 + (i % 2) as u8;
+            (i % (SENDERS - 1), Action::Transfer { to, value: 1 }, 1)
+        })
+        .collect();
+    let mut txs = block_txs(&filler, fork);
+    txs.insert(0, call(0, metamorphic, vec![1]));
+    txs.insert(1, call(1, factory, init.clone()));
+    txs.insert(550, call(2, metamorphic, Vec::new()));
+
+    let rules = ChainRules { chain_id: 1, fork };
+    let sequential = execute_block(&rules, &env(), &txs, &pre).unwrap();
+    assert!(sequential.outcomes.iter().all(|o| o.receipt().is_some()));
+    let recreated = &sequential.diff.accounts[&metamorphic];
+    assert!(recreated.storage_cleared);
+    assert_eq!(recreated.storage.get(&U256::from(1)), Some(&U256::from(1)));
+    let (output, stats) =
+        execute_block_parallel_with_stats(&rules, &env(), &txs, &pre, ParallelConfig::batched(2))
+            .unwrap();
+    assert_eq!(stats.fallback, None);
+    assert_eq!(first_difference(&sequential, &output), None);
+}
